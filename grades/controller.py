@@ -1,0 +1,127 @@
+"""Drives a stopping method during training and applies what it decides.
+
+Used by both training front ends — our own loop (:mod:`grades.train`) and the
+Hugging Face callback (:mod:`grades.callback`) — so freezing, stopping, events and
+the signal history behave the same in both.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from .components import Component, discover_components
+from .freezer import Freezer
+from .io import atomic_write_json, atomic_write_text
+from .methods.base import Decision, MethodContext, StoppingMethod
+
+
+class Controller:
+    def __init__(self, model: torch.nn.Module, optimizer, method: StoppingMethod, planned_steps: int,
+                 components: list[Component] | None = None) -> None:
+        self.model = model
+        self.method = method
+        self.components = components if components is not None else discover_components(model)
+        self.freezer = Freezer(self.components, optimizer)
+        self.planned_steps = planned_steps
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.stop_step: int | None = None
+        method.bind(MethodContext(model, self.components, planned_steps, self.freezer.frozen))
+
+    def set_optimizer(self, optimizer) -> None:
+        self.freezer.optimizer = optimizer
+
+    # ----------------------------------------------------------------- hooks
+    def before_optimizer_step(self, step: int) -> bool:
+        return self._apply(self.method.before_optimizer_step(step), step)
+
+    def after_optimizer_step(self, step: int, loss: float | None = None) -> bool:
+        return self._apply(self.method.after_optimizer_step(step, loss), step)
+
+    def on_validation(self, step: int, val_loss: float) -> bool:
+        return self._apply(self.method.on_validation(step, val_loss), step)
+
+    def _apply(self, decision: Decision | None, step: int) -> bool:
+        if decision is None:
+            return self.should_stop
+        if decision.freeze:
+            for i in decision.freeze:
+                self.freezer.freeze(i, step, decision.values.get(i, float("nan")), decision.taus.get(i, float("nan")))
+            hook = getattr(self.method, "on_freeze", None)
+            if hook is not None:
+                hook(decision.freeze)
+        if decision.stop and not self.should_stop:
+            self.should_stop = True
+            self.stop_reason = decision.reason or "stopped by method"
+            self.stop_step = step
+        return self.should_stop
+
+    # -------------------------------------------------------------- outputs
+    @property
+    def events(self):
+        return self.freezer.events
+
+    def signal_rows(self):
+        """Long-format rows (step, component, layer, kind, type, tower, value)."""
+        comps = self.components
+        for step, values in self.method.signal_history():
+            for c, v in zip(comps, values.tolist()):
+                yield (step, c.name, c.layer, c.kind, c.type, c.tower, v)
+
+    def signals_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["step", "component", "layer", "kind", "type", "tower", "value"])
+        for row in self.signal_rows():
+            w.writerow(row[:-1] + (f"{row[-1]:.6g}",))
+        return buf.getvalue()
+
+    def events_csv(self) -> str:
+        buf = io.StringIO()
+        cols = ["step", "component", "layer", "kind", "type", "tower", "params", "signal", "tau", "reason"]
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for e in self.events:
+            w.writerow(e.record())
+        return buf.getvalue()
+
+    def summary(self) -> dict:
+        return {
+            **self.method.summary(),
+            "components": len(self.components),
+            "tracked_params": sum(c.numel for c in self.components),
+            "frozen": self.freezer.n_frozen,
+            "frozen_ratio": self.freezer.frozen_ratio,
+            "frozen_param_ratio": self.freezer.frozen_param_ratio,
+            "stopped": self.should_stop,
+            "stop_reason": self.stop_reason,
+            "stop_step": self.stop_step,
+            "released_optimizer_bytes": self.freezer.released_optimizer_bytes,
+            "first_freeze_step": min((e.step for e in self.events), default=None),
+        }
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write signals.csv, freeze_events.csv and grades_summary.json into out_dir."""
+        out = Path(out_dir)
+        paths = {
+            "signals": atomic_write_text(out / "signals.csv", self.signals_csv()),
+            "freeze_events": atomic_write_text(out / "freeze_events.csv", self.events_csv()),
+            "summary": atomic_write_json(out / "grades_summary.json", self.summary()),
+        }
+        return paths
+
+    # ---------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {"freezer": self.freezer.state_dict(), "method": self.method.state_dict(),
+                "should_stop": self.should_stop, "stop_reason": self.stop_reason, "stop_step": self.stop_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.freezer.load_state_dict(state["freezer"])
+        self.method.load_state_dict(state["method"])
+        self.should_stop = state["should_stop"]
+        self.stop_reason = state["stop_reason"]
+        self.stop_step = state["stop_step"]

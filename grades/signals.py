@@ -1,0 +1,184 @@
+"""Per-component convergence signals, computed in one batched pass.
+
+Three signals (see :data:`grades.config.SIGNALS`):
+
+* ``grad_delta_l1``  ||G_t - G_{t-1}||_1 — paper v3, the default. Needs the gradient of
+  the step before each check, kept in a buffer (optionally low precision or sampled).
+* ``grad_l1``        ||G_t||_1 — paper v1. Stateless.
+* ``weight_delta_l1`` ||W_t - W_{t-k}||_1 — what the released ``grades`` 1.0.6 computes
+  (k = check interval). Needs a weight snapshot.
+
+A component's signal is the sum over its parameters (weight and bias, or LoRA A and B).
+Per-parameter L1 norms come from ``torch._foreach_norm``; they are summed per component
+with one ``index_add_`` and moved to the host with a single synchronisation per check.
+
+A delta has no value at its first measurement, nor for a parameter with no gradient:
+those entries are NaN, and NaN/Inf never counts as converged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .components import Component
+
+_CHUNK = 1 << 24  # elements of gradient differences alive at once
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class SignalTracker:
+    """Computes one signal for a fixed list of components.
+
+    ``measure(active)`` returns a CPU float64 tensor with one value per component
+    (NaN where there is none). ``active`` is a bool list: inactive (frozen) components
+    are skipped entirely — no norm, no buffer update — and their buffers are freed.
+    """
+
+    def __init__(
+        self,
+        components: list[Component],
+        signal: str = "grad_delta_l1",
+        *,
+        normalize: bool = False,
+        buffer_dtype: str = "float32",
+        sample_fraction: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.components = components
+        self.signal = signal
+        self.normalize = normalize
+        self.buffer_dtype = _DTYPES[buffer_dtype]
+        self.sample_fraction = sample_fraction
+        self.params: list[torch.nn.Parameter] = [p for c in components for p in c.params]
+        self._owner_list = [i for i, c in enumerate(components) for _ in c.params]
+        self._owner = torch.tensor(self._owner_list, dtype=torch.long)
+        self._numel = torch.tensor([c.numel for c in components], dtype=torch.float64)
+        # sampled estimator: fixed random flat indices per parameter, and the scale
+        self._index: list[torch.Tensor | None] = [None] * len(self.params)
+        self._scale = torch.ones(len(self.params), dtype=torch.float64)
+        if sample_fraction is not None and signal != "grad_l1":
+            gen = torch.Generator().manual_seed(seed)
+            for j, p in enumerate(self.params):
+                k = max(1, math.ceil(sample_fraction * p.numel()))
+                if k < p.numel():
+                    idx = torch.randperm(p.numel(), generator=gen)[:k].sort().values
+                    self._index[j] = idx.to(device=p.device, dtype=torch.int32)
+                    self._scale[j] = p.numel() / k
+        # previous gradient (grad_delta) or weight snapshot (weight_delta), per param
+        self._buffer: list[torch.Tensor | None] = [None] * len(self.params)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def needs_buffer(self) -> bool:
+        return self.signal in ("grad_delta_l1", "weight_delta_l1")
+
+    def buffer_bytes(self) -> int:
+        """Bytes held by this tracker (buffers and sample indices)."""
+        total = sum(b.numel() * b.element_size() for b in self._buffer if b is not None)
+        total += sum(i.numel() * i.element_size() for i in self._index if i is not None)
+        return total
+
+    def release(self, comp_index: int) -> None:
+        """Free the buffers of a frozen component."""
+        for j, owner in enumerate(self._owner_list):
+            if owner == comp_index:
+                self._buffer[j] = None
+
+    def _source(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        if self.signal == "weight_delta_l1":
+            return p.detach()
+        return p.grad
+
+    def _view(self, j: int, t: torch.Tensor) -> torch.Tensor:
+        idx = self._index[j]
+        if idx is None:
+            return t
+        return t.reshape(-1).index_select(0, idx)
+
+    # --------------------------------------------------------------- measure
+    @torch.no_grad()
+    def measure(self, active: list[bool] | None = None, *, update_buffer: bool = True) -> torch.Tensor:
+        """Signal per component (CPU float64; NaN where undefined)."""
+        n_comp = len(self.components)
+        sel: list[int] = []
+        cur: list[torch.Tensor] = []
+        for j, p in enumerate(self.params):
+            if active is not None and not active[self._owner_list[j]]:
+                continue
+            src = self._source(p)
+            if src is None:
+                continue
+            sel.append(j)
+            cur.append(self._view(j, src))
+        out = torch.full((n_comp,), float("nan"), dtype=torch.float64)
+        if not sel:
+            return out
+        device = cur[0].device
+        per_param = torch.full((len(sel),), float("nan"), dtype=torch.float64, device=device)
+        if self.signal == "grad_l1":
+            per_param.copy_(torch.stack(torch._foreach_norm(cur, 1)).to(torch.float64))
+        else:
+            # differences are formed chunk by chunk so the temporary memory stays
+            # bounded (about _CHUNK elements) instead of a second copy of all gradients
+            have = [i for i, j in enumerate(sel) if self._buffer[j] is not None]
+            norms: list[torch.Tensor] = []
+            chunk: list[torch.Tensor] = []
+            size = 0
+            for i in have:
+                chunk.append(torch.sub(cur[i], self._buffer[sel[i]]))
+                size += chunk[-1].numel()
+                if size >= _CHUNK:
+                    norms.extend(torch._foreach_norm(chunk, 1))
+                    chunk, size = [], 0
+            if chunk:
+                norms.extend(torch._foreach_norm(chunk, 1))
+            if norms:
+                idx = torch.tensor(have, dtype=torch.long, device=device)
+                per_param[idx] = torch.stack(norms).to(torch.float64)
+            if update_buffer:
+                self._store(sel, cur)
+        sel_t = torch.tensor(sel, dtype=torch.long)
+        per_param = per_param.cpu() * self._scale[sel_t]  # the one host sync of a check
+        owner = self._owner[sel_t]
+        sums = torch.zeros(n_comp, dtype=torch.float64).index_add_(0, owner, per_param)
+        counted = torch.zeros(n_comp, dtype=torch.float64).index_add_(0, owner, torch.ones_like(per_param))
+        out = torch.where(counted > 0, sums, out)  # NaN propagates through sums
+        if self.normalize:
+            out = out / self._numel
+        return out
+
+    @torch.no_grad()
+    def record(self, active: list[bool] | None = None) -> None:
+        """Store the current gradients / weights as the previous values, no signal."""
+        if not self.needs_buffer:
+            return
+        sel, cur = [], []
+        for j, p in enumerate(self.params):
+            if active is not None and not active[self._owner_list[j]]:
+                continue
+            src = self._source(p)
+            if src is None:
+                continue
+            sel.append(j)
+            cur.append(self._view(j, src))
+        self._store(sel, cur)
+
+    def _store(self, sel: list[int], cur: list[torch.Tensor]) -> None:
+        for j, t in zip(sel, cur):
+            buf = self._buffer[j]
+            if buf is None or buf.shape != t.shape:
+                self._buffer[j] = t.to(self.buffer_dtype, copy=True)
+            else:
+                buf.copy_(t)
+
+    # ---------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {"buffer": [None if b is None else b.cpu() for b in self._buffer]}
+
+    def load_state_dict(self, state: dict) -> None:
+        bufs = state["buffer"]
+        if len(bufs) != len(self.params):
+            raise ValueError(f"signal state has {len(bufs)} buffers, tracker has {len(self.params)} parameters")
+        self._buffer = [None if b is None else b.to(p.device) for b, p in zip(bufs, self.params)]

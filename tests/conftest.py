@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny models built from configs (no network, no weights)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+
+
+def build_tiny(arch: str = "qwen3", **over):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    kw = {**TINY, **over}
+    if arch == "qwen3":
+        return tf.Qwen3ForCausalLM(tf.Qwen3Config(head_dim=16, **kw))
+    if arch == "llama":
+        return tf.LlamaForCausalLM(tf.LlamaConfig(**kw))
+    if arch == "mistral":
+        return tf.MistralForCausalLM(tf.MistralConfig(**kw))
+    if arch == "phi3":
+        return tf.Phi3ForCausalLM(tf.Phi3Config(pad_token_id=0, **kw))
+    raise ValueError(arch)
+
+
+def add_lora(model, adapter_name: str = "default", r: int = 4):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, cfg, adapter_name=adapter_name)
+    # LoRA B starts at zero; give it values so that gradients of A are nonzero too
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    return model
+
+
+@pytest.fixture
+def tiny_qwen3():
+    return build_tiny("qwen3")
+
+
+def batch(n: int = 2, seq: int = 16, vocab: int = 128, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, seq), generator=g)
+    return {"input_ids": x, "labels": x.clone()}
