@@ -29,7 +29,7 @@ def test_unknown_signal_suggests_closest():
 
 
 def test_unknown_field_and_method():
-    with pytest.raises(ConfigError, match="unknown field 'taus'.*did you mean 'tau'"):
+    with pytest.raises(ConfigError, match="unknown parameter 'taus'.*did you mean 'tau'"):
         build_method({"name": "grades", "taus": 1.0})
     with pytest.raises(ConfigError, match="method.name = 'grads' is unknown.*did you mean 'grades'"):
         build_method({"name": "grads"})

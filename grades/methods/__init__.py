@@ -7,6 +7,7 @@ file and add one line to ``REGISTRY`` (or call :func:`register` from your own co
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from ..config import ConfigError, closest
 from .base import Decision, MethodContext, StoppingMethod
@@ -14,6 +15,7 @@ from .base import Decision, MethodContext, StoppingMethod
 REGISTRY: dict[str, str] = {
     "none": "grades.methods.base:StoppingMethod",
     "grades": "grades.methods.grades:GradES",
+    "es": "grades.methods.es:EarlyStopping",
 }
 
 
@@ -43,10 +45,27 @@ def build_method(spec: str | dict | None) -> StoppingMethod:
     if name is None:
         raise ConfigError("method.name is missing; e.g. method: {name: grades, tau: 1e-3, alpha: 0.3}")
     cls = get_method_class(name)
+    accepted = _accepted_params(cls)
+    if accepted is not None:
+        for key in spec:
+            if key not in accepted:
+                raise ConfigError(f"method '{name}': unknown parameter '{key}'{closest(key, accepted)}; "
+                                  f"valid parameters: {sorted(accepted)}")
     try:
         return cls(**spec)
     except TypeError as e:
         raise ConfigError(f"method '{name}': {e}") from None
+
+
+def _accepted_params(cls) -> set[str] | None:
+    """Parameter names a method accepts (GradES: the GradESConfig fields); None if open-ended."""
+    accepted = getattr(cls, "config_fields", None)
+    if accepted is not None:
+        return set(accepted())
+    sig = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {n for n in sig.parameters if n != "self"}
 
 
 __all__ = ["REGISTRY", "register", "build_method", "get_method_class", "Decision", "MethodContext", "StoppingMethod"]

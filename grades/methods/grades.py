@@ -15,7 +15,7 @@ clipping); the weight signal in ``after_optimizer_step``, like the released code
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import torch
 
@@ -31,6 +31,10 @@ class GradES(StoppingMethod):
         self.config = config if config is not None else GradESConfig.from_dict(params, where=f"method '{self.name}'")
         self._history: list[tuple[int, torch.Tensor]] = []
         self.checks = 0
+
+    @classmethod
+    def config_fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(GradESConfig)]
 
     def bind(self, ctx: MethodContext) -> None:
         super().bind(ctx)

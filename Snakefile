@@ -1,0 +1,51 @@
+# GradES harness workflow: models x settings x seeds -> train -> eval -> tables, figures.
+#
+#   snakemake --cores all                                   # embedded default (config/config.yaml)
+#   snakemake --cores all --configfile config/smoke.yaml    # CI smoke profile
+#   snakemake -n --configfile config/paper.yaml --profile workflow/profiles/slurm
+#
+# All logic lives in the `grades` package; rules only wire files to its CLIs.
+
+from snakemake.exceptions import WorkflowError
+
+from grades import workflow as gw
+from grades.config import ConfigError
+
+if not config:  # a --configfile replaces the default instead of being merged into it
+    configfile: "config/config.yaml"
+
+try:
+    W = gw.load(config)
+except ConfigError as e:
+    raise WorkflowError(f"invalid configuration, nothing was run:\n{e}")
+
+PROFILE = W["profile"]
+RUNS = gw.runs(W)
+CACHE = f"cache/{PROFILE}"
+RESULTS = f"results/runs/{PROFILE}"
+LOGS = f"results/logs/{PROFILE}"
+BENCH = f"results/benchmarks/{PROFILE}"
+TABLES = f"results/tables/{PROFILE}"
+FIGURES = f"figures/{PROFILE}"
+
+wildcard_constraints:
+    model="[A-Za-z0-9_.-]+",
+    setting="[a-z0-9-]+",
+    dataset="[A-Za-z0-9_.-]+",
+    seed="[0-9]+",
+
+
+def run_dir(run):
+    return f"{RESULTS}/{run.model}/{run.slug}/seed{run.seed}"
+
+
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.tables.output,

@@ -1,0 +1,172 @@
+"""Accuracy and efficiency tables (CSV + Markdown) from run files.
+
+Accuracy is in percent with lm-eval's standard error (over seeds: the mean, and the
+standard error combined as sqrt(sum se^2)/n). "vs base" compares each fine-tuned
+setting with its own baseline: the run of the same model and mode without a stopping
+method (FP+GradES vs FP, LoRA+ES vs LoRA); the difference carries both errors.
+Speedup and FLOPs ratio are relative to the report baseline (FP by default), as in
+the paper: speedup = baseline total time / total time, where total time = training
+time + validation time (early stopping pays for its validation passes).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write_text
+
+
+def _sem_combine(se: pd.Series) -> float:
+    se = se.dropna()
+    return float(np.sqrt((se**2).sum()) / len(se)) if len(se) else math.nan
+
+
+def setting_order(train: pd.DataFrame, evals: pd.DataFrame) -> list[str]:
+    order = ["Base"]
+    for df in (train, evals):
+        if len(df):
+            for s in df["setting"]:
+                if s not in order:
+                    order.append(s)
+    return order
+
+
+def accuracy_table(train: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    if evals.empty:
+        return pd.DataFrame()
+    g = evals.groupby(["model", "setting", "mode", "method", "task"], sort=False)
+    acc = g.agg(acc=("acc", "mean"), acc_stderr=("acc_stderr", _sem_combine), n=("n", "first"),
+                chance=("chance", "first"), seeds=("seed", "nunique")).reset_index()
+    acc["acc"] *= 100
+    acc["acc_stderr"] *= 100
+    acc["chance"] *= 100
+    # difference with the setting's own baseline (same model, same mode, no method)
+    base = acc[acc["method"].eq("none") & acc["mode"].ne("base")].set_index(["model", "mode", "task"])
+    deltas, dses, bnames = [], [], []
+    for _, r in acc.iterrows():
+        key = (r["model"], r["mode"], r["task"])
+        if r["method"] != "none" and key in base.index:
+            b = base.loc[key]
+            deltas.append(r["acc"] - b["acc"])
+            dses.append(math.hypot(r["acc_stderr"], b["acc_stderr"]))
+            bnames.append(b["setting"])
+        else:
+            deltas.append(math.nan)
+            dses.append(math.nan)
+            bnames.append("")
+    acc["delta_vs_baseline"], acc["delta_stderr"], acc["baseline"] = deltas, dses, bnames
+    acc["above_chance_2se"] = (acc["acc"] - acc["chance"]) > 2 * acc["acc_stderr"]
+    order = {s: i for i, s in enumerate(setting_order(train, evals))}
+    acc = acc.sort_values(["model", "setting", "task"], key=lambda c: c.map(order) if c.name == "setting" else c)
+    return acc.reset_index(drop=True)
+
+
+def efficiency_table(train: pd.DataFrame, baseline: str = "FP") -> pd.DataFrame:
+    if train.empty:
+        return pd.DataFrame()
+    cols = ["train_time_s", "validation_time_s", "total_time_s", "flops_train", "flops_validation", "flops_total",
+            "steps_run", "steps_planned", "frozen_ratio", "frozen_param_ratio", "peak_rss_mb", "time_per_step_s"]
+    g = train.groupby(["model", "setting", "mode", "method"], sort=False)
+    eff = g[cols].mean().reset_index()
+    eff["stop_reason"] = g["stop_reason"].agg(lambda s: "; ".join(sorted(set(s)))).values
+    eff["seeds"] = g["seed"].nunique().values
+    speed, fratio = [], []
+    for _, r in eff.iterrows():
+        b = eff[(eff["model"] == r["model"]) & (eff["setting"] == baseline)]
+        if len(b):
+            speed.append(b["total_time_s"].iloc[0] / r["total_time_s"])
+            fratio.append(r["flops_total"] / b["flops_total"].iloc[0])
+        else:
+            speed.append(math.nan)
+            fratio.append(math.nan)
+    eff[f"speedup_vs_{baseline}"] = speed
+    eff[f"flops_ratio_vs_{baseline}"] = fratio
+    return eff
+
+
+# ------------------------------------------------------------------ markdown
+def _fmt(v, digits=2):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown(df: pd.DataFrame, columns: list[tuple[str, str]] | None = None) -> str:
+    if df.empty:
+        return "_no runs found_\n"
+    columns = columns or [(c, c) for c in df.columns]
+    head = "| " + " | ".join(h for _, h in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    rows = ["| " + " | ".join(_cell(r, c) for c, _ in columns) + " |" for _, r in df.iterrows()]
+    return "\n".join([head, sep, *rows]) + "\n"
+
+
+def _cell(r, c):
+    v = r[c]
+    if c in ("flops_total", "flops_train", "flops_validation"):
+        return f"{v:.3g}"
+    if c in ("frozen_ratio", "frozen_param_ratio"):
+        return f"{100 * v:.0f}%"
+    if c.startswith("speedup") or c.startswith("flops_ratio"):
+        return "–" if isinstance(v, float) and math.isnan(v) else f"{v:.2f}x"
+    if c in ("steps_run", "steps_planned", "n", "seeds"):
+        return str(int(v))
+    return _fmt(v, 1 if c.endswith("_s") or c == "peak_rss_mb" else 2)
+
+
+def accuracy_markdown(acc: pd.DataFrame) -> str:
+    if acc.empty:
+        return "_no evaluations found_\n"
+    lines = ["Accuracy (%) ± standard error (lm-eval). Δ = difference with the setting's own baseline "
+             "(same model and mode, no stopping method), ± the combined standard error.", ""]
+    tasks = list(dict.fromkeys(acc["task"]))
+    head = ["model", "setting"] + [f"{t}" for t in tasks] + (["avg"] if len(tasks) > 1 else []) + ["Δ vs baseline"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for (model, setting), grp in acc.groupby(["model", "setting"], sort=False):
+        cells = []
+        for t in tasks:
+            r = grp[grp["task"] == t]
+            cells.append("–" if r.empty else f"{r['acc'].iloc[0]:.2f} ± {r['acc_stderr'].iloc[0]:.2f}")
+        if len(tasks) > 1:
+            cells.append(f"{grp['acc'].mean():.2f}")
+        d = grp["delta_vs_baseline"].mean()
+        ds = _sem_combine(grp["delta_stderr"]) if grp["delta_stderr"].notna().any() else math.nan
+        cells.append("–" if math.isnan(d) else f"{d:+.2f} ± {ds:.2f} (vs {grp['baseline'].iloc[0]})")
+        lines.append("| " + " | ".join([model, setting, *cells]) + " |")
+    chance = acc.groupby("task")["chance"].first()
+    lines += ["", "Chance level: " + ", ".join(f"{t} {c:.1f}%" for t, c in chance.items() if not math.isnan(c))]
+    return "\n".join(lines) + "\n"
+
+
+def efficiency_markdown(eff: pd.DataFrame, baseline: str) -> str:
+    cols = [("model", "model"), ("setting", "setting"), ("train_time_s", "train s"),
+            ("validation_time_s", "validation s"), ("total_time_s", "total s"),
+            (f"speedup_vs_{baseline}", f"speedup vs {baseline}"), ("flops_total", "FLOPs"),
+            (f"flops_ratio_vs_{baseline}", f"FLOPs vs {baseline}"), ("steps_run", "steps"),
+            ("steps_planned", "planned"), ("frozen_ratio", "frozen (matrices)"),
+            ("frozen_param_ratio", "frozen (params)"), ("peak_rss_mb", "peak RSS MB"), ("stop_reason", "stop")]
+    intro = (f"Times are wall-clock seconds on this machine; total = training + validation (early stopping's "
+             f"validation passes). FLOPs are analytic matmul FLOPs of training plus validation. Speedup and FLOPs "
+             f"ratios are relative to {baseline} of the same model.\n\n")
+    return intro + markdown(eff, cols)
+
+
+def write_tables(runs_dir: str | Path, out_dir: str | Path, baseline: str = "FP") -> dict[str, Path]:
+    from .runs import collect
+
+    train, evals = collect(runs_dir)
+    out = Path(out_dir)
+    acc = accuracy_table(train, evals)
+    eff = efficiency_table(train, baseline)
+    return {
+        "accuracy": atomic_write_text(out / "accuracy.csv", acc.to_csv(index=False, float_format="%.6g")),
+        "accuracy_md": atomic_write_text(out / "accuracy.md", accuracy_markdown(acc)),
+        "efficiency": atomic_write_text(out / "efficiency.csv", eff.to_csv(index=False, float_format="%.6g")),
+        "efficiency_md": atomic_write_text(out / "efficiency.md", efficiency_markdown(eff, baseline)),
+    }
