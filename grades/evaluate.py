@@ -23,21 +23,21 @@ Library::
 
 CLI::
 
-    python -m grades.evaluate --model MODEL_DIR [--adapter ADAPTER_DIR] \\
+    python -m grades.evaluate --model MODEL_DIR [--adapter ADAPTER_DIR] [--tokenizer DIR] \\
         --tasks world_mc[,siqa_local] --data DATA_DIR|task=DIR[,task=DIR] --out eval.json \\
         [--backend hf|vllm] [--batch-size 16] [--limit N] [--dtype float32] \\
-        [--device cpu] [--num-fewshot 0] [--seed 0] [--samples-out samples.jsonl]
+        [--device cpu] [--num-fewshot 0] [--seed 0] [--samples-out samples.jsonl] [--threads N]
 
 ``eval.json`` (written atomically)::
 
     {"status": "ok",
      "tasks": {name: {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr",  # float | null
                       "n", "n_total", "version", "num_fewshot",
-                      "n_choices", "chance_acc", "data"}},
-     "backend", "model", "adapter", "batch_size", "dtype", "device", "limit",
+                      "n_choices", "n_choices_range", "chance_acc", "data"}},
+     "backend", "model", "adapter", "tokenizer", "batch_size", "dtype", "device", "limit",
      "num_fewshot", "seed", "lm_eval_version", "transformers_version", "peft_version",
      "torch_version", "model_num_parameters", "eval_tokens", "eval_flops",
-     "wall_time_s", "lm_eval_time_s"}
+     "threads", "wall_time_s", "lm_eval_time_s"}
 
 ``acc_stderr`` is lm-eval's closed form for a mean of 0/1 scores: the sample standard
 deviation (ddof=1) over sqrt(n), i.e. ``sqrt(acc*(1-acc)/(n-1))``; it is ``null`` when
@@ -52,10 +52,10 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata as _md
 from importlib.util import find_spec
@@ -72,6 +72,7 @@ VLLM_LORA_RANKS: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 320, 512)
 BACKENDS = ("hf", "vllm")
 REQUIRED_FIELDS = ("context", "question", "choices", "label")
 DATA_FILES = ("test.jsonl", "validation.jsonl")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _PLACEHOLDERS = ("@DATA_DIR@", "@CACHE_DIR@")
 
 
@@ -137,27 +138,23 @@ def local_tasks(directory: str | Path | None = None) -> dict[str, Path]:
 
 def split_tasks(tasks: str | Sequence[str], directory: str | Path | None = None,
                 registry: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
-    """Split requested names into (local, standard); raise on unknown names.
+    """Split requested names into (local, lm-eval); raise on unknown names.
 
-    Names outside :data:`STANDARD_TASKS` are checked against ``registry`` (lm-eval's task
-    index) when given; building that index takes ~10 s, so it is only done when needed.
+    Non-local names must be in :data:`STANDARD_TASKS`, or in ``registry`` (the names of
+    lm-eval's task index, ``TaskManager().all_tasks``) when that is given.
     """
     names = parse_tasks(tasks)
     local_names = local_tasks(directory)
-    loc, std, unknown = [], [], []
-    for n in names:
-        if n in local_names:
-            loc.append(n)
-        elif n in STANDARD_TASKS or (registry is not None and n in registry):
-            std.append(n)
-        else:
-            unknown.append(n)
+    known = set(STANDARD_TASKS) | set(registry or ())
+    loc = [n for n in names if n in local_names]
+    other = [n for n in names if n not in local_names]
+    unknown = [n for n in other if n not in known]
     if unknown:
         raise EvalConfigError(
             f"unknown task(s) {', '.join(map(repr, unknown))}; available: local "
             f"{sorted(local_names)} (need --data), lm-eval standard {list(STANDARD_TASKS)}"
-            + ("" if registry is not None else " (or any other lm-eval registered task)"))
-    return loc, std
+            + (" or any other task in lm-eval's registry" if registry is not None else ""))
+    return loc, other
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
@@ -266,13 +263,16 @@ def render_tasks(data_dirs: Mapping[str, str | os.PathLike], out_dir: str | os.P
                 text = p.read_text(encoding="utf-8")
                 for k, v in subs.items():
                     text = text.replace(k, v)
+                left = [ph for ph in _PLACEHOLDERS if ph in text]
+                if left:  # pragma: no cover - a template bug
+                    raise EvalConfigError(f"{p}: unrendered placeholder(s) {left}")
                 (dst / p.name).write_text(text, encoding="utf-8")
     return out
 
 
 def _yaml_escape(p: Path) -> str:
     """Escape a path for use inside a double-quoted YAML scalar."""
-    return json.dumps(str(p))[1:-1]
+    return json.dumps(str(p), ensure_ascii=False)[1:-1]
 
 
 # --------------------------------------------------------------------------- args
@@ -313,14 +313,14 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
                        device: str | None = "cpu", limit: int | float | None = None,
                        num_fewshot: int = 0, seed: int = 0, task_manager: Any = None,
                        gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1,
-                       max_model_len: int | None = None, bootstrap_iters: int = 100_000
-                       ) -> dict[str, Any]:
+                       max_model_len: int | None = None, bootstrap_iters: int = 100_000,
+                       tokenizer: str | os.PathLike | None = None) -> dict[str, Any]:
     """Keyword arguments for ``lm_eval.simple_evaluate`` (pure; vLLM reads adapter_config.json).
 
-    * ``hf``: ``model_args = {pretrained, dtype[, peft]}``; device and batch size go
+    * ``hf``: ``model_args = {pretrained, dtype[, tokenizer][, peft]}``; device and batch size go
       through simple_evaluate (which forwards them to HFLM).
     * ``vllm``: ``model_args = {pretrained, dtype, tensor_parallel_size,
-      gpu_memory_utilization, seed[, max_model_len][, enable_lora, max_lora_rank,
+      gpu_memory_utilization, seed[, tokenizer][, max_model_len][, enable_lora, max_lora_rank,
       lora_local_path]}``; ``device`` is None (lm-eval's VLLM ignores it with a warning;
       select GPUs with CUDA_VISIBLE_DEVICES).
     """
@@ -329,12 +329,16 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
     pretrained = str(model)
     if backend == "hf":
         model_args: dict[str, Any] = {"pretrained": pretrained, "dtype": dtype}
+        if tokenizer is not None:
+            model_args["tokenizer"] = str(tokenizer)
         if adapter is not None:
             model_args["peft"] = str(adapter)
     else:
         model_args = {"pretrained": pretrained, "dtype": dtype,
                       "tensor_parallel_size": int(tensor_parallel_size),
                       "gpu_memory_utilization": float(gpu_memory_utilization), "seed": int(seed)}
+        if tokenizer is not None:
+            model_args["tokenizer"] = str(tokenizer)
         if max_model_len is not None:
             model_args["max_model_len"] = int(max_model_len)
         if adapter is not None:
@@ -370,8 +374,13 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
              dtype: str = "float32", device: str = "cpu", num_fewshot: int = 0, seed: int = 0,
              samples_out: str | os.PathLike | None = None, gpu_memory_utilization: float = 0.9,
              tensor_parallel_size: int = 1, max_model_len: int | None = None,
+             threads: int | None = None, tokenizer: str | os.PathLike | None = None,
              quiet: bool = True) -> dict[str, Any]:
-    """Evaluate ``model`` (+ optional PEFT ``adapter``) and return (and write) the summary."""
+    """Evaluate ``model`` (+ optional PEFT ``adapter``) and return (and write) the summary.
+
+    ``threads`` sets torch's intra-op threads for the run (restored afterwards); on a
+    shared CPU, oversubscription is ruinous (2 threads on a busy 2-core box: ~10x slower).
+    """
     set_offline()
     t_start = time.perf_counter()
     model_dir = Path(model).expanduser()
@@ -380,21 +389,27 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
     if not (model_dir / "config.json").is_file():
         raise MissingInputError(f"{model_dir} has no config.json (not a saved Hugging Face model)")
     model_dir = model_dir.resolve()
+    tok_dir = Path(tokenizer).expanduser().resolve() if tokenizer is not None else model_dir
+    if not any((tok_dir / f).is_file() for f in TOKENIZER_FILES):
+        raise MissingInputError(f"no tokenizer in {tok_dir} (none of {list(TOKENIZER_FILES)}); "
+                                "save it with the model or pass --tokenizer DIR")
     adapter_dir = None
     if adapter is not None:
         adapter_dir = Path(adapter).expanduser().resolve()
         read_adapter_config(adapter_dir)
     if backend not in BACKENDS:
         raise EvalConfigError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    if threads is not None and threads < 1:
+        raise EvalConfigError(f"threads must be >= 1, got {threads}")
     if limit is not None and limit <= 0:
         raise EvalConfigError(f"limit must be positive, got {limit}")
 
     names = parse_tasks(tasks)
-    registry = None
     local_names = local_tasks()
-    if any(n not in local_names and n not in STANDARD_TASKS for n in names):
-        registry = _task_manager(None, include_defaults=True).all_tasks
-    loc, std = split_tasks(names, registry=registry)
+    loc = [n for n in names if n in local_names]
+    std = [n for n in names if n not in local_names]
+    if all(n in STANDARD_TASKS for n in std):
+        split_tasks(names)  # fail fast; other names need lm-eval's index (~10 s), below
     data_dirs = parse_data(data, loc)
     data_stats = {t: check_data_dir(t, d) for t, d in data_dirs.items()}
     if backend == "vllm" and find_spec("vllm") is None:
@@ -409,16 +424,27 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         include = (render_tasks(data_dirs, Path(tmp) / "tasks", cache_dir=Path(tmp) / "datasets_cache")
                    if loc else None)
         tm = _task_manager(include, include_defaults=bool(std))
+        split_tasks(names, registry=tm.all_tasks)
+        _preflight(tm, names, std)  # task/dataset errors before the model is loaded
         kwargs = build_lm_eval_args(
             model=model_dir, tasks=names, adapter=adapter_dir, backend=backend,
             batch_size=batch_size, dtype=dtype, device=device, limit=limit,
             num_fewshot=num_fewshot, seed=seed, task_manager=tm,
             gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len)
+            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
+            tokenizer=tok_dir if tokenizer is not None else None)
         log.info("lm-eval %s: backend=%s model=%s adapter=%s tasks=%s limit=%s",
                  _version("lm_eval"), backend, model_dir, adapter_dir, names, limit)
+        import torch
+
+        prev_threads = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(int(threads))
         t0 = time.perf_counter()
-        res = lm_eval.simple_evaluate(**kwargs)
+        try:
+            res = lm_eval.simple_evaluate(**kwargs)
+        finally:
+            torch.set_num_threads(prev_threads)
         lm_time = time.perf_counter() - t0
     if res is None:  # non-zero rank in a distributed run
         return {}
@@ -438,13 +464,14 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
     cfg = res.get("config", {})
     n_params = cfg.get("model_num_parameters")
     n_params = int(n_params) if isinstance(n_params, (int, float)) and n_params > 0 else None
-    eval_tokens = _count_tokens(model_dir, samples)
+    eval_tokens = _count_tokens(tok_dir, samples)
     summary = {
         "status": "ok",
         "tasks": per_task,
         "backend": backend,
         "model": str(model_dir),
         "adapter": str(adapter_dir) if adapter_dir else None,
+        "tokenizer": str(tok_dir) if tokenizer is not None else None,
         "batch_size": batch_size,
         "dtype": dtype,
         "device": device if backend == "hf" else None,
@@ -459,6 +486,7 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         "eval_tokens": eval_tokens,
         # forward-pass estimate: 2 * params * tokens of every (context, choice) request
         "eval_flops": float(2 * n_params * eval_tokens) if n_params and eval_tokens else None,
+        "threads": threads,
         "lm_eval_time_s": round(lm_time, 3),
         "wall_time_s": round(time.perf_counter() - t_start, 3),
     }
@@ -472,6 +500,24 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         atomic_write_json(out, summary)
         log.info("wrote %s (%.1f s)", out, summary["wall_time_s"])
     return summary
+
+
+class TaskLoadError(EvalConfigError):
+    """A task (or its dataset) could not be loaded."""
+
+
+def _preflight(tm, names: Sequence[str], std: Sequence[str]) -> None:
+    try:
+        tm.load(list(names))
+    except Exception as e:
+        hint = ""
+        if std and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            hint = (f"; lm-eval's own tasks {list(std)} download their datasets from the "
+                    "Hugging Face Hub, which is disabled (HF_HUB_OFFLINE=1) - pre-fetch them "
+                    "into the HF datasets cache where the Hub is reachable "
+                    "(HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0)")
+        raise TaskLoadError(f"could not load task(s) {list(names)}: "
+                            f"{type(e).__name__}: {e}{hint}") from e
 
 
 def _task_manager(include: Path | None, include_defaults: bool):
@@ -498,12 +544,13 @@ def _task_summary(name: str, res: Mapping[str, Any], samples: list, data_dir: Pa
     counts = res.get("n-samples", {}).get(name, {})
     n = counts.get("effective", r.get("sample_len"))
     kinds = [len(_requests(s)) for s in samples]
-    n_choices: int | list[int] | None = None
-    chance = None
+    n_choices: int | float | None = None
+    n_range = chance = None
     if kinds:
-        distinct = sorted(set(kinds))
-        n_choices = distinct[0] if len(distinct) == 1 else distinct
+        # uniform: an int; varying (e.g. ARC's 3-5): 1/chance, so 1/n_choices is always chance
         chance = sum(1.0 / k for k in kinds) / len(kinds)
+        n_range = [min(kinds), max(kinds)]
+        n_choices = kinds[0] if n_range[0] == n_range[1] else 1.0 / chance
     out = {
         "acc": _num(metric.get("acc")),
         "acc_stderr": _num(metric.get("acc_stderr")),
@@ -514,6 +561,7 @@ def _task_summary(name: str, res: Mapping[str, Any], samples: list, data_dir: Pa
         "version": res.get("versions", {}).get(name),
         "num_fewshot": res.get("n-shot", {}).get(name),
         "n_choices": n_choices,
+        "n_choices_range": n_range,
         "chance_acc": chance,
         "data": str(data_dir) if data_dir else None,
     }
@@ -586,6 +634,8 @@ class _DropDefaultFewshotNotice(logging.Filter):
 def _quiet_libraries() -> None:
     """Warnings only from lm-eval / transformers / datasets; tqdm progress stays."""
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning,
+                            module=r"(transformers|peft|datasets|lm_eval)(\.|$)")
     ev_log = logging.getLogger("lm_eval.evaluator")
     if not any(isinstance(f, _DropDefaultFewshotNotice) for f in ev_log.filters):
         ev_log.addFilter(_DropDefaultFewshotNotice())
@@ -634,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multiple-choice evaluation of a (LoRA-adapted) causal LM through lm-eval.")
     p.add_argument("--model", required=True, help="saved Hugging Face model dir (base model)")
     p.add_argument("--adapter", help="PEFT adapter dir (with adapter_config.json)")
+    p.add_argument("--tokenizer", help="tokenizer dir, if not saved in --model")
     p.add_argument("--tasks", required=True,
                    help=f"comma-separated; local: world_mc, siqa_local; standard: {','.join(STANDARD_TASKS)}")
     p.add_argument("--data", help="prepared dataset dir for the local tasks, or task=DIR[,task=DIR]")
@@ -649,6 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm only")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm only")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm only")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for the run (default: torch's; set it on shared CPUs)")
     p.add_argument("-v", "--verbose", action="store_true", help="lm-eval INFO logging")
     return p
 
@@ -664,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype, device=args.device, num_fewshot=args.num_fewshot, seed=args.seed,
             samples_out=args.samples_out, gpu_memory_utilization=args.gpu_memory_utilization,
             tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
-            quiet=not args.verbose)
+            threads=args.threads, tokenizer=args.tokenizer, quiet=not args.verbose)
     except EvalConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

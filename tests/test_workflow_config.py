@@ -1,0 +1,96 @@
+"""Every bad workflow config is refused before anything runs, naming the field."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grades import ConfigError
+from grades import workflow as gw
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+
+
+def _set(cfg, path, value):
+    node = cfg
+    *parents, leaf = path
+    for k in parents:
+        node = node[k]
+    if value is _DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return cfg
+
+
+_DELETE = object()
+M = "tiny-qwen3"
+
+BAD = [
+    # (path, value, words the message must contain)
+    (["settings", "FP", "mode"], "full", ["mode", "'full'", "fp"]),
+    (["settings", "FP+GradES", "method", "name"], "gradez", ["gradez", "did you mean 'grades'"]),
+    (["models", M, "settings", "FP+GradES", "method", "tau"], -1.0, ["tau", "-1.0", "FP+GradES"]),
+    (["settings", "FP+GradES", "method", "alpha"], 1.5, ["alpha", "1.5"]),
+    (["settings", "FP+GradES", "method", "signal"], "l1", ["signal", "'l1'"]),
+    (["settings", "FP+GradES", "method", "taus"], 1.0, ["taus", "did you mean 'tau'"]),
+    (["models", M, "source"], _DELETE, ["models." + M + ".source"]),
+    (["models", M, "sorce"], "tiny:qwen3", ["sorce", "did you mean 'source'"]),
+    (["models", M, "dataset"], "nope", ["dataset", "nope", "world-mc"]),
+    (["models", M, "settings"], {"FP+GradEZ": {}}, ["FP+GradEZ", "did you mean 'FP+GradES'"]),
+    (["finetune", "steps"], 0, ["steps", "0"]),
+    (["finetune", "stpes"], 10, ["stpes", "did you mean 'steps'"]),
+    (["finetune", "batch_size"], "big", ["batch_size", "'big'"]),
+    (["finetune", "lr"], {"fp": 1e-3}, ["lr", "lora"]),
+    (["finetune", "optim"], {"weight_decay": -0.1}, ["optim.weight_decay", "-0.1"]),
+    (["finetune", "lora"], {"rank": 8}, ["lora.rank", "'r'"]),
+    (["eval", "backend"], "vlm", ["eval.backend", "'vlm'"]),
+    (["eval", "batch_size"], 0, ["eval.batch_size"]),
+    (["seeds"], [], ["seeds"]),
+    (["profile"], "has space", ["profile"]),
+    (["datasets"], {}, ["datasets"]),
+    (["settngs"], {}, ["settngs", "did you mean 'settings'"]),
+]
+
+
+@pytest.mark.parametrize("path,value,words", BAD, ids=[".".join(map(str, b[0])) for b in BAD])
+def test_bad_config_names_the_field(path, value, words):
+    cfg = _set(copy.deepcopy(SMOKE), path, value)
+    with pytest.raises(ConfigError) as e:
+        gw.load(cfg)
+    msg = str(e.value)
+    for w in words:
+        assert w in msg, f"{w!r} not in message: {msg}"
+
+
+def test_smoke_config_expands_to_four_runs():
+    cfg = gw.load(copy.deepcopy(SMOKE))
+    runs = gw.runs(cfg)
+    assert [r.slug for r in runs] == ["fp", "fp-grades", "lora", "lora-grades"]
+    rc = gw.run_config(cfg, runs[1], "cache/m", "cache/d")
+    assert rc["method"]["name"] == "grades" and rc["method"]["tau"] == SMOKE["models"][M]["settings"]["FP+GradES"]["method"]["tau"]
+    assert rc["optim"]["lr"] == SMOKE["finetune"]["lr"]["fp"]
+    assert gw.run_config(cfg, runs[2], "m", "d")["optim"]["lr"] == SMOKE["finetune"]["lr"]["lora"]
+    assert rc["model"]["source"] == "local:cache/m" and rc["data"]["source"] == "jsonl:cache/d"
+
+
+def test_slugs():
+    assert gw.slug("FP+GradES") == "fp-grades" and gw.slug("LoRA+ES") == "lora-es"
+
+
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
+    bad = _set(copy.deepcopy(SMOKE), ["settings", "FP", "mode"], "full")
+    bad["profile"] = "badcfg-test"
+    cfgfile = tmp_path / "bad.yaml"
+    cfgfile.write_text(yaml.safe_dump(bad))
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfgfile)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "settings.FP.mode" in out and "nothing was run" in out
+    assert not (ROOT / "results" / "runs" / "badcfg-test").exists()
+    assert not (ROOT / "cache" / "badcfg-test").exists()
