@@ -6,6 +6,10 @@
 #
 # All logic lives in the `grades` package; rules only wire files to its CLIs.
 
+import os
+import shlex
+import sys
+
 from snakemake.exceptions import WorkflowError
 
 from grades import workflow as gw
@@ -19,6 +23,8 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{e}")
 
+ENV = "../../environment.yml"  # rule files live in workflow/rules/; used with --use-conda
+PY = shlex.quote(sys.executable)  # the interpreter running snakemake, which has grades installed
 PROFILE = W["profile"]
 RUNS = gw.runs(W)
 CACHE = f"cache/{PROFILE}"
@@ -35,10 +41,7 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
-def run_dir(run):
-    return f"{RESULTS}/{run.model}/{run.slug}/seed{run.seed}"
-
-
+include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

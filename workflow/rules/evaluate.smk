@@ -1,18 +1,6 @@
 # lm-eval on the fine-tuned model or adapter, and on the base model.
 
 
-def _eval_args():
-    e = W["eval"]
-    limit = f"--limit {e['limit']}" if e["limit"] else ""
-    return (f"--backend {e['backend']} --batch-size {e['batch_size']} --dtype {e['dtype']} "
-            f"--num-fewshot {e['num_fewshot']} --device {e['device']} {limit}")
-
-
-def _tasks(model):
-    d = W["datasets"][W["models"][model]["dataset"]]
-    return ",".join(d["eval_tasks"] + d["lm_eval_tasks"])
-
-
 rule evaluate:
     input:
         train=rules.train.output,
@@ -21,11 +9,8 @@ rule evaluate:
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/eval.json",
     params:
-        weights=lambda wc, input: (
-            f"--model {input.model} --adapter $(dirname {input.train})/adapter"
-            if W["settings"][gw.setting_by_slug(W, wc.setting)]["mode"] == "lora"
-            else f"--model $(dirname {input.train})/model"
-        ),
+        py=PY,
+        weights=_weights,
         tasks=lambda wc: _tasks(wc.model),
         args=_eval_args(),
     log:
@@ -33,9 +18,11 @@ rule evaluate:
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
     threads: workflow.cores
+    conda:
+        ENV
     shell:
-        "python -m grades.evaluate {params.weights} --tasks {params.tasks} --data {input.data} "
-        "--out {output} {params.args} > {log} 2>&1"
+        "{params.py} -m grades.evaluate {params.weights} --tasks {params.tasks} --data {input.data} "
+        "--out {output} --threads {threads} {params.args} > {log} 2>&1"
 
 
 rule evaluate_base:
@@ -45,6 +32,7 @@ rule evaluate_base:
     output:
         f"{RESULTS}/{{model}}/base/eval.json",
     params:
+        py=PY,
         tasks=lambda wc: _tasks(wc.model),
         args=_eval_args(),
     log:
@@ -52,6 +40,8 @@ rule evaluate_base:
     benchmark:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
     threads: workflow.cores
+    conda:
+        ENV
     shell:
-        "python -m grades.evaluate --model {input.model} --tasks {params.tasks} --data {input.data} "
-        "--out {output} {params.args} > {log} 2>&1"
+        "{params.py} -m grades.evaluate --model {input.model} --tasks {params.tasks} --data {input.data} "
+        "--out {output} --threads {threads} {params.args} > {log} 2>&1"

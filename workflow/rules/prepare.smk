@@ -5,23 +5,31 @@ rule prepare_data:
     output:
         directory(f"{CACHE}/data/{{dataset}}"),
     params:
+        py=PY,
         spec=lambda wc: gw.quote(W["datasets"][wc.dataset]["source"]),
         options=lambda wc: gw.quote(gw.dumps(W["datasets"][wc.dataset]["options"])),
     log:
         f"{LOGS}/prepare_data/{{dataset}}.log",
+    conda:
+        ENV
     shell:
-        "python -m grades.data prepare --spec {params.spec} --out {output} --options {params.options} > {log} 2>&1"
+        "{params.py} -m grades.data prepare --spec {params.spec} --out {output} --options {params.options} > {log} 2>&1"
 
 
 rule prepare_model:
     output:
         directory(f"{CACHE}/models/{{model}}"),
     params:
+        py=PY,
         spec=lambda wc: gw.quote(W["models"][wc.model]["source"]),
         options=lambda wc: gw.quote(gw.dumps(W["models"][wc.model]["options"])),
     log:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
         f"{BENCH}/prepare_model/{{model}}.tsv"
+    threads: workflow.cores
+    conda:
+        ENV
     shell:
-        "python -m grades.models prepare --spec {params.spec} --out {output} --options {params.options} > {log} 2>&1"
+        "{params.py} -m grades.models prepare --spec {params.spec} --out {output} --options {params.options} "
+        "--threads {threads} > {log} 2>&1"

@@ -1,10 +1,4 @@
-# Tables (and figures) built only from run files.
-
-
-def _all_evals():
-    evals = [f"{run_dir(r)}/eval.json" for r in RUNS]
-    evals += [f"{RESULTS}/{m}/base/eval.json" for m, mc in W["models"].items() if mc["eval_base"]]
-    return evals
+# Tables and figures, built only from run files.
 
 
 rule tables:
@@ -17,8 +11,13 @@ rule tables:
         efficiency=f"{TABLES}/efficiency.csv",
         efficiency_md=f"{TABLES}/efficiency.md",
     params:
+        py=PY,
+        runs=lambda wc: RESULTS,  # the tables read every run file under it
         baseline=gw.quote(W["report"]["baseline"]),
     log:
         f"{LOGS}/tables.log",
+    conda:
+        ENV
     shell:
-        "python -m grades.report tables --runs {RESULTS} --out {TABLES} --baseline {params.baseline} > {log} 2>&1"
+        "{params.py} -m grades.report tables --runs {params.runs} --out $(dirname {output.accuracy}) "
+        "--baseline {params.baseline} > {log} 2>&1"

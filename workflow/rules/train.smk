@@ -1,18 +1,6 @@
 # One fine-tuning run per (model, setting, seed).
 
 
-def _run(wc):
-    return gw.Run(wc.model, gw.setting_by_slug(W, wc.setting), int(wc.seed))
-
-
-def _model_dir(model):
-    return f"{CACHE}/models/{model}"
-
-
-def _data_dir(model):
-    return f"{CACHE}/data/{W['models'][model]['dataset']}"
-
-
 rule run_config:
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/run.yaml",
@@ -31,6 +19,9 @@ rule train:
         data=lambda wc: _data_dir(wc.model),
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/train.json",
+    params:
+        py=PY,
+        out=lambda wc: run_dir(_run(wc)),
     log:
         f"{LOGS}/train/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
@@ -38,5 +29,8 @@ rule train:
     threads: workflow.cores
     resources:
         gpus=lambda wc: W["models"][wc.model]["gpus"],
+    conda:
+        ENV
     shell:
-        "python -m grades.train --config {input.cfg} --out $(dirname {output}) --no-progress > {log} 2>&1"
+        "{params.py} -m grades.train --config {input.cfg} --out {params.out} --set threads={threads} "
+        "--no-progress > {log} 2>&1"

@@ -1,0 +1,80 @@
+"""The smoke profile end to end: snakemake -> prepare -> train -> lm-eval -> tables.
+
+Runs the real workflow (config/smoke.yaml) in a scratch working directory, offline,
+then checks the acceptance criteria on the tables it produced and that a rerun with
+nothing changed plans no job. About 7 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "all", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke")
+    r = _snakemake(work)
+    if r.returncode != 0:
+        logs = sorted((work / "results" / "logs").rglob("*.log"))
+        tails = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in logs)
+        pytest.fail(f"smoke workflow failed:\n{r.stderr[-4000:]}\n{tails}")
+    return work
+
+
+def test_smoke_tables_meet_acceptance(smoke_run):
+    tables = smoke_run / "results" / "tables" / "smoke"
+    for name in ("accuracy", "efficiency"):
+        assert (tables / f"{name}.csv").stat().st_size > 0
+        assert (tables / f"{name}.md").read_text().count("\n|") >= 4
+    acc = pd.read_csv(tables / "accuracy.csv")
+    eff = pd.read_csv(tables / "efficiency.csv").set_index("setting")
+    assert set(eff.index) == {"FP", "FP+GradES", "LoRA", "LoRA+GradES"}
+
+    fp = acc[acc.setting == "FP"].iloc[0]
+    chance = 1 / 3  # world_mc has three choices
+    assert fp.acc - chance > 2 * fp.acc_stderr, f"FP accuracy {fp.acc:.3f} ± {fp.acc_stderr:.3f} not above chance"
+
+    for grades, base in (("FP+GradES", "FP"), ("LoRA+GradES", "LoRA")):
+        assert eff.loc[grades, "frozen_ratio"] > 0, f"{grades} froze nothing"
+        assert eff.loc[base, "frozen_ratio"] == 0
+        assert eff.loc[grades, "flops_total"] < eff.loc[base, "flops_total"], f"{grades} did not save FLOPs"
+
+
+def test_smoke_run_contract(smoke_run):
+    import json
+
+    run = smoke_run / "results" / "runs" / "smoke" / "tiny-qwen3" / "fp-grades" / "seed0"
+    t = json.loads((run / "train.json").read_text())
+    assert t["status"] == "ok" and t["steps_run"] <= t["steps_planned"]
+    assert t["flops"]["total"] > 0 and t["peak_rss_bytes"] > 0 and t["config_hash"]
+    events = pd.read_csv(run / "freeze_events.csv")
+    assert len(events) > 0 and (events.step >= 0.3 * t["steps_planned"]).all(), "a freeze inside the grace period"
+    sig = pd.read_csv(run / "signals.csv")
+    assert {"step", "component", "layer", "kind", "type", "tower", "value"} <= set(sig.columns)
+    assert (run / "model" / "config.json").exists()
+    lora = smoke_run / "results" / "runs" / "smoke" / "tiny-qwen3" / "lora" / "seed0"
+    assert (lora / "adapter" / "adapter_config.json").exists()
+    e = json.loads((lora / "eval.json").read_text())
+    assert e["backend"] == "hf" and "world_mc" in e["tasks"]
+    for rule in ("train", "evaluate"):
+        assert list((smoke_run / "results" / "benchmarks" / "smoke" / rule).rglob("*.tsv")), f"no benchmark for {rule}"
+
+
+def test_smoke_rerun_does_nothing(smoke_run):
+    r = _snakemake(smoke_run, "-n")
+    assert r.returncode == 0, r.stderr
+    assert "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
