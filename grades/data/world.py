@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from ..config import ConfigError
 from . import split_rows
 
 DEFAULTS = {"n_train": 2000, "n_validation": 200, "n_test": 300, "seed": 0,
@@ -104,12 +105,15 @@ def make_corpus(n_docs: int, rng: random.Random, names: list[str], world: dict[s
 
 def build(name: str, opts: dict, out: Path):
     if name != "world-mc":
-        from ..config import ConfigError
-
         raise ConfigError(f"data.source = 'synthetic:{name}': unknown synthetic dataset; known: ['world-mc']")
+    if opts["n_names"] < 2:
+        raise ConfigError(f"data.options.n_names = {opts['n_names']}: the world needs at least 2 names")
     rng = random.Random(opts["seed"])
     names = make_names(opts["n_names"], rng)
     world = {n: (rng.choice(list(KINDS)), rng.choice(COLOURS)) for n in names}
+    if len({c for _, c in world.values()}) < 2:  # colour questions need two colours
+        raise ConfigError(f"data.options.n_names = {opts['n_names']}: every name drew the same colour; "
+                          f"use more names")
     total = opts["n_train"] + opts["n_validation"] + opts["n_test"]
     items, seen = [], set()
     i = 0
@@ -121,6 +125,10 @@ def build(name: str, opts: dict, out: Path):
             continue
         seen.add(key)
         items.append(it)
+    if len(items) < total:
+        raise ConfigError(f"data.options: only {len(items)} distinct questions could be generated from "
+                          f"n_names = {opts['n_names']} names, fewer than n_train + n_validation + n_test "
+                          f"= {total}; raise n_names or lower the split sizes")
     splits = split_rows(items, opts["n_validation"], opts["n_test"], opts["n_train"], opts["seed"])
     corpus = make_corpus(opts["corpus_docs"], rng, names, world)
     meta = {"description": "generated creatures world: kind->habitat/food/sound rules and in-context colours",

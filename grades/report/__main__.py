@@ -13,11 +13,21 @@ def main(argv=None) -> int:
     t.add_argument("--runs", required=True, help="results/runs/<profile>")
     t.add_argument("--out", required=True, help="results/tables/<profile>")
     t.add_argument("--baseline", default="FP", help="setting that speedups are relative to")
+    f = sub.add_parser("figures", help="signal, frozen-fraction and freeze-step figures (PNG + PDF)")
+    f.add_argument("--runs", required=True, help="results/runs/<profile>")
+    f.add_argument("--out", required=True, help="figures/<profile>")
+    f.add_argument("--layer", type=int, default=None,
+                   help="layer drawn in fig1_layer_signals (default: the middle layer of each model)")
     args = ap.parse_args(argv)
     if args.cmd == "tables":
         from .tables import write_tables
 
         for name, path in write_tables(args.runs, args.out, args.baseline).items():
+            print(f"{name}: {path}")
+    elif args.cmd == "figures":
+        from .figures import write_figures
+
+        for name, path in write_figures(args.runs, args.out, args.layer).items():
             print(f"{name}: {path}")
     return 0
 
