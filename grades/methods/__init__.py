@@ -16,6 +16,12 @@ REGISTRY: dict[str, str] = {
     "none": "grades.methods.base:StoppingMethod",
     "grades": "grades.methods.grades:GradES",
     "es": "grades.methods.es:EarlyStopping",
+    "grades-v1": "grades.methods.grades:GradESV1",
+    "grades-weight": "grades.methods.grades:GradESWeight",
+    "autofreeze": "grades.methods.autofreeze:AutoFreeze",
+    "freezeout": "grades.methods.freezeout:FreezeOut",
+    "bottom-k": "grades.methods.bottomk:BottomK",
+    "grades-official": "grades.methods.official:OfficialGradES",
 }
 
 

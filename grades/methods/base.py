@@ -30,7 +30,8 @@ class Decision:
     values: dict[int, float] = field(default_factory=dict)  # signal per frozen index
     taus: dict[int, float] = field(default_factory=dict)
     stop: bool = False
-    reason: str = ""
+    reason: str = ""  # why training stops (with stop=True)
+    freeze_reason: str = "converged"  # recorded on each freeze event: converged, schedule, static, ...
 
 
 @dataclass

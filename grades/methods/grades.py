@@ -26,8 +26,11 @@ from .base import Decision, MethodContext, StoppingMethod
 
 class GradES(StoppingMethod):
     name = "grades"
+    default_signal: str | None = None  # subclasses (registry aliases) change the default signal
 
     def __init__(self, config: GradESConfig | None = None, **params) -> None:
+        if config is None and self.default_signal is not None and "signal" not in params:
+            params = {**params, "signal": self.default_signal}
         self.config = config if config is not None else GradESConfig.from_dict(params, where=f"method '{self.name}'")
         self._history: list[tuple[int, torch.Tensor]] = []
         self.checks = 0
@@ -105,3 +108,15 @@ class GradES(StoppingMethod):
         self._history = [(s, v.clone()) for s, v in state["history"]]
 
 
+class GradESV1(GradES):
+    """``grades-v1``: GradES with the paper v1 signal ||G_t||_1 by default."""
+
+    name = "grades-v1"
+    default_signal = "grad_l1"
+
+
+class GradESWeight(GradES):
+    """``grades-weight``: GradES with the released code's signal ||W_t - W_{t-k}||_1 by default."""
+
+    name = "grades-weight"
+    default_signal = "weight_delta_l1"

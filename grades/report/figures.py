@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +37,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import Formatter
+
+from ..io import atomic_path
 
 FIGURES = ("fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind", "freeze_heatmap")
 FORMATS = ("png", "pdf")
@@ -388,16 +388,9 @@ def _save(fig: Figure, out: Path, name: str) -> dict[str, Path]:
     paths = {}
     for fmt in FORMATS:
         path = out / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
-        os.close(fd)
-        try:
-            meta = {"CreationDate": None} if fmt == "pdf" else {}
+        meta = {"CreationDate": None} if fmt == "pdf" else {}
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         paths[f"{name}.{fmt}"] = path
     return paths
 

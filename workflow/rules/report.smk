@@ -21,3 +21,25 @@ rule tables:
     shell:
         "{params.py} -m grades.report tables --runs {params.runs} --out $(dirname {output.accuracy}) "
         "--baseline {params.baseline} > {log} 2>&1"
+
+
+FIGURE_NAMES = ["fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind", "freeze_heatmap"]
+
+
+rule figures:
+    input:
+        trains=[f"{run_dir(r)}/train.json" for r in RUNS],
+    output:
+        fig1=f"{FIGURES}/fig1_layer_signals.png",
+        rest=expand(f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"]),
+    params:
+        py=PY,
+        runs=lambda wc: RESULTS,
+        layer=f"--layer {W['report']['figure_layer']}" if W["report"]["figure_layer"] is not None else "",
+    log:
+        f"{LOGS}/figures.log",
+    conda:
+        ENV
+    shell:
+        "{params.py} -m grades.report figures --runs {params.runs} --out $(dirname {output.fig1}) "
+        "{params.layer} > {log} 2>&1"
