@@ -45,6 +45,15 @@ class Controller:
     def on_validation(self, step: int, val_loss: float) -> bool:
         return self._apply(self.method.on_validation(step, val_loss), step)
 
+    def on_skipped_step(self, step: int) -> None:
+        """A step whose loss or gradients were not finite was skipped (``nan_policy: skip``).
+
+        The method never saw its gradients; a method with an optional ``on_skipped_step``
+        hook (GradES) drops what the gap makes stale. Never freezes or stops."""
+        hook = getattr(self.method, "on_skipped_step", None)
+        if hook is not None:
+            hook(step)
+
     def _apply(self, decision: Decision | None, step: int) -> bool:
         if decision is None:
             return self.should_stop

@@ -80,6 +80,10 @@ class SignalTracker:
         total += sum(i.numel() * i.element_size() for i in self._index if i is not None)
         return total
 
+    def clear(self) -> None:
+        """Forget every previous gradient / weight snapshot (the next measurement is undefined)."""
+        self._buffer = [None] * len(self.params)
+
     def release(self, comp_index: int) -> None:
         """Free the buffers of a frozen component."""
         for j, owner in enumerate(self._owner_list):

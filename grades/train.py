@@ -9,8 +9,28 @@ Reads a run config (schema: ``grades/schemas/run.schema.yaml``), fine-tunes in f
     freeze_events.csv   step, component, layer, kind, type, tower, params, signal, tau
     model/ | adapter/   final weights (+ tokenizer), written atomically
 
-Training time excludes model loading, saving and validation; validation (early
-stopping) time and FLOPs are reported on their own.
+Training time excludes model loading, saving, checkpointing and validation; validation
+(early stopping) time and FLOPs are reported on their own.
+
+Reliability:
+
+* train.json is written last and only on success; any failure leaves
+  train_failed.json (status failed, error, stage) instead. Outputs of an earlier
+  attempt in RUN_DIR are removed when a run starts.
+* With ``checkpoint_every: N`` a checkpoint (trainable weights, optimizer, scheduler,
+  RNG states, batch-stream position, controller/method state, counters) is written
+  atomically every N steps to ``--checkpoint-dir`` (default RUN_DIR/.checkpoints;
+  the newest two are kept, ``--keep-last``). Rerunning the same command resumes from the newest one
+  if the config matches (:func:`resume_hash`: everything but ``threads`` and
+  ``checkpoint_every``), or warns, discards them and starts fresh if it does not.
+  They are deleted after success (``--keep-checkpoints`` keeps them), kept after a
+  failure. A resumed run ends with the same losses, signals and freezes as an
+  uninterrupted one (same machine and thread count).
+* A step whose loss or gradient norm is NaN/Inf is never applied: ``nan_policy: skip``
+  drops it (the method does not see its gradients; GradES forgets its previous
+  gradient, so the next check is undefined rather than a stale difference), ``stop``
+  ends the run as failed. Both list the steps in ``nan_steps``.
+* Fault injection for tests: see :func:`fault_hooks`.
 """
 
 from __future__ import annotations
@@ -24,10 +44,13 @@ import os
 import platform
 import random
 import resource
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -98,7 +121,7 @@ def peak_rss_bytes() -> int:
 def tokenize_examples(examples: list[dict], tokenizer, seq_len: int, loss_on: str, too_long: str,
                       where: str = "data") -> tuple[list[tuple[list[int], list[int]]], int]:
     """prompt + target -> (input_ids, labels); returns the pairs and how many were truncated."""
-    from .data import format_prompt, format_target
+    from .data import DataError, format_prompt, format_target
 
     out, truncated = [], 0
     eos = tokenizer.eos_token_id
@@ -109,7 +132,7 @@ def tokenize_examples(examples: list[dict], tokenizer, seq_len: int, loss_on: st
             t = t + [eos]
         if len(p) + len(t) > seq_len:
             if too_long == "error":
-                raise ValueError(f"{where}: example {i} (id {ex.get('id')!r}) has {len(p) + len(t)} tokens, "
+                raise DataError(f"{where}: example {i} (id {ex.get('id')!r}) has {len(p) + len(t)} tokens, "
                                  f"more than seq_len={seq_len}; raise seq_len or set data.too_long: truncate")
             truncated += 1
             keep = max(1, seq_len - len(t))
@@ -207,9 +230,210 @@ def validation_loss(model, batches: list[dict]) -> float:
     return total / max(1, count)
 
 
+# ---------------------------------------------------------------- test hooks
+def _env_steps(name: str) -> frozenset[int]:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return frozenset(int(x) for x in raw.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{name} = {raw!r}: expected step numbers separated by commas") from None
+
+
+def fault_hooks() -> dict[str, frozenset[int]]:
+    """Fault injection for the tests, read once per run from environment variables.
+
+    ``GRADES_TEST_KILL_AT_STEP=N``      SIGKILL the process after step N (after its checkpoint)
+    ``GRADES_TEST_FAIL_AT_STEP=N``      raise an error after step N
+    ``GRADES_TEST_NAN_AT_STEP=N,M``     make the loss (and so every gradient) of those steps NaN
+    ``GRADES_TEST_INF_GRAD_AT_STEP=N``  put +inf in one gradient of step N (the loss stays finite)
+
+    Unset in normal use; each costs one set look-up per step when set.
+    """
+    return {k: _env_steps(f"GRADES_TEST_{k.upper()}_AT_STEP") for k in ("kill", "fail", "nan", "inf_grad")}
+
+
+# ---------------------------------------------------------------- checkpoints
+CHECKPOINT_FORMAT = 1
+
+
+def resume_hash(cfg: dict) -> str:
+    """Hash of what determines the training trajectory; a checkpoint resumes only a run with the same.
+
+    ``threads`` and ``checkpoint_every`` are left out: resuming on another core count or
+    with another checkpoint interval is allowed."""
+    return config_hash({k: v for k, v in cfg.items() if k not in ("threads", "checkpoint_every")})
+
+
+class Checkpoints:
+    """Training checkpoints of one run: ``ROOT/step-00000010/state.pt``, ...
+
+    Each is written into a hidden temporary sibling and renamed into place, so a
+    ``step-*`` folder is always complete; the newest ``keep`` are kept.
+    """
+
+    def __init__(self, root: str | Path, keep: int = 2) -> None:
+        self.root = Path(root)
+        self.keep = max(1, keep)
+
+    def list(self) -> list[tuple[int, Path]]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in self.root.iterdir():
+            if d.is_dir() and d.name.startswith("step-") and (d / "state.pt").is_file():
+                with contextlib.suppress(ValueError):
+                    out.append((int(d.name[5:]), d))
+        return sorted(out)
+
+    def clean_partial(self) -> None:
+        if self.root.is_dir():
+            for d in self.root.glob(".tmp-step-*"):
+                shutil.rmtree(d, ignore_errors=True)
+
+    def save(self, step: int, state: dict) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"step-{step:08d}"
+        tmp = self.root / f".tmp-step-{step:08d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            with open(tmp / "state.pt", "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for _, old in self.list()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_latest(self) -> tuple[Path, dict] | None:
+        """The newest checkpoint that loads (an unreadable one is reported and skipped)."""
+        for _, d in reversed(self.list()):
+            try:  # our own files: full pickle (RNG states, numpy arrays), not weights_only
+                return d, torch.load(d / "state.pt", map_location="cpu", weights_only=False)
+            except Exception as e:  # noqa: BLE001
+                print(f"warning: checkpoint {d} is unreadable ({type(e).__name__}: {e}); trying an older one",
+                      file=sys.stderr)
+        return None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def base_fingerprint(model, trainable_names: set[str]) -> list:
+    """Cheap identity of the parameters a checkpoint does not store (the LoRA base)."""
+    out = []
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n not in trainable_names:
+                t = p.detach().double()
+                out.append((n, tuple(p.shape), float(t.sum()), float(t.abs().sum())))
+    return out
+
+
+def rng_state() -> dict:
+    import numpy as np
+
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    import numpy as np
+
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def meter_state(meter) -> dict:
+    return {"terms": dict(meter._terms), "steps": meter.steps, "positions": meter.positions,
+            "recomputes": meter.recomputes}
+
+
+def load_meter_state(meter, s: dict, version) -> None:
+    meter._refresh(meter.signature(version))  # the plan of the restored frozen set, counted as before
+    meter._terms = dict(s["terms"])
+    meter.steps, meter.positions, meter.recomputes = s["steps"], s["positions"], s["recomputes"]
+
+
+@dataclass
+class LoopState:
+    """Counters of the training loop that a checkpoint carries."""
+
+    step: int = 0  # last completed step
+    losses: list = field(default_factory=list)  # (step, loss) of applied steps
+    nan_steps: list = field(default_factory=list)
+    val_log: list = field(default_factory=list)
+    val_time: float = 0.0
+    val_flops: float = 0.0
+    train_time: float = 0.0  # excludes validation and checkpoint writing
+    checkpoint_time: float = 0.0
+    tokens: int = 0
+    resumed_from: list = field(default_factory=list)  # steps resumed from, in order
+
+
 # ----------------------------------------------------------------------- run
-def run(cfg: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
-    """Execute one run; returns the train.json record (also written to out_dir)."""
+class RunFailed(RuntimeError):
+    """The run ended without a result (train_failed.json says why)."""
+
+
+STALE_OUTPUTS = ("train.json", "train_failed.json", "model", "adapter", "signals.csv", "freeze_events.csv",
+                 "grades_summary.json")  # of an earlier attempt; run.yaml, eval.json are not ours
+
+
+def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir: str | Path | None = None,
+        resume: bool = True, keep_checkpoints: bool = False, keep_last: int = 2) -> dict:
+    """Execute one run; returns the train.json record (also written to out_dir).
+
+    Every ``cfg["checkpoint_every"]`` steps a checkpoint is written to ``checkpoint_dir``
+    (default ``OUT/.checkpoints``; the newest ``keep_last`` are kept). With ``resume`` (the default) a run whose checkpoint
+    folder holds a checkpoint of the same config (:func:`resume_hash`) continues from
+    the newest one; one of another config is discarded with a warning and the run starts
+    fresh. Checkpoints are deleted after success unless ``keep_checkpoints``, and kept
+    after a failure, so rerunning the same command continues.
+
+    A failure of any kind leaves ``train_failed.json`` (status, error, stage, steps_run) and no
+    ``train.json``; outputs of an earlier attempt in OUT are removed first.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in STALE_OUTPUTS:  # the run dir describes this attempt only
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    ckpts = Checkpoints(checkpoint_dir if checkpoint_dir is not None else out / ".checkpoints", keep=keep_last)
+    record: dict = {"status": "running", "name": cfg.get("name"), "config_hash": config_hash(cfg),
+                    "checkpoint_dir": str(ckpts.root)}
+    try:
+        rec = _run(cfg, out, record, ckpts, progress=progress, resume=resume)
+    except BaseException as e:
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        if not isinstance(e, RunFailed):
+            record["traceback"] = traceback.format_exc()
+        kept = ckpts.list()
+        record["checkpoint_kept"] = str(kept[-1][1]) if kept else None
+        with contextlib.suppress(Exception):
+            atomic_write_json(out / "train_failed.json", record)
+        raise
+    if not keep_checkpoints:
+        ckpts.remove()
+    return rec
+
+
+def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bool, resume: bool) -> dict:
     from transformers import get_scheduler
 
     from .controller import Controller
@@ -218,12 +442,29 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     from .methods import build_method
     from .models import load_model
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    hooks = fault_hooks()
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     seed_everything(cfg["seed"])
     t_setup = time.perf_counter()
+    record["stage"] = "setup"
+
+    # a checkpoint to resume from? (read first: a mismatch is reported before any work)
+    saved = None
+    ckpts.clean_partial()
+    if resume:
+        found = ckpts.load_latest()
+        if found is not None:
+            where, saved = found
+            if saved.get("format") != CHECKPOINT_FORMAT or saved.get("resume_hash") != resume_hash(cfg):
+                print(f"warning: {where} was written by a different run config (hash "
+                      f"{saved.get('resume_hash')} != {resume_hash(cfg)}); discarding the checkpoints in "
+                      f"{ckpts.root} and starting from step 0", file=sys.stderr)
+                saved = None
+                ckpts.remove()
+    elif ckpts.list():
+        print(f"note: not resuming (--no-resume); removing the checkpoints in {ckpts.root}", file=sys.stderr)
+        ckpts.remove()
 
     model_dir = resolve_model(cfg["model"])
     data_dir = resolve_data(cfg["data"])
@@ -242,12 +483,18 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
 
     method = build_method(cfg["method"])
     val_batches: list[dict] = []
+    n_val_trunc = 0
     if method.needs_validation:
         val_ex = load_split(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
-        vpairs, _ = tokenize_examples(val_ex, tokenizer, cfg["seq_len"], d["loss_on"], "truncate")
+        vpairs, n_val_trunc = tokenize_examples(val_ex, tokenizer, cfg["seq_len"], d["loss_on"], "truncate")
         vb = cfg["val_batch_size"]
         val_batches = [collate(vpairs[i: i + vb], tokenizer.pad_token_id) for i in range(0, len(vpairs), vb)]
 
+    # The optimizer always holds every parameter trainable at the start; a freeze only
+    # releases state. So on resume it is rebuilt over the same list, the saved frozen set
+    # is re-applied (requires_grad off), and then the saved optimizer state loads as is.
+    trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in trainable_named]
     optimizer = build_optimizer(model, cfg["optim"])
     steps = cfg["steps"]
     scheduler = get_scheduler(cfg["schedule"]["name"], optimizer,
@@ -255,117 +502,181 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
                               num_training_steps=steps)
     ctl = Controller(model, optimizer, method, steps)
     meter = FlopsMeter(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    ls = LoopState()
+    every = cfg["checkpoint_every"]
+    names = {n for n, _ in trainable_named}
+    fingerprint = base_fingerprint(model, names) if (every or saved is not None) else None
+
+    if saved is not None:
+        if saved["base_fingerprint"] != fingerprint:
+            raise RunFailed(f"cannot resume from {ckpts.root}: the frozen base weights of {model_dir} differ from "
+                            f"the ones the checkpoint was trained on; delete {ckpts.root} to start over")
+        if set(saved["model"]) != names:
+            raise RunFailed(f"cannot resume from {ckpts.root}: its parameters do not match the model's trainable ones")
+        with torch.no_grad():
+            for n, p in trainable_named:
+                p.copy_(saved["model"][n])
+        ctl.load_state_dict(saved["controller"])  # re-freezes the saved frozen set first
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stream.load_state_dict(saved["stream"])
+        load_meter_state(meter, saved["meter"], ctl.freezer.version)
+        ls = LoopState(**saved["loop"])
+        ls.resumed_from.append(ls.step)
+        print(f"[train {cfg['name']}] resuming from the checkpoint of step {ls.step} in {ckpts.root}",
+              file=sys.stderr, flush=True)
     setup_s = time.perf_counter() - t_setup
 
-    record: dict = {
+    record.update({
         "status": "running", "name": cfg["name"], "mode": cfg["mode"], "method": method.name,
         "steps_planned": steps, "config_hash": config_hash(cfg), "seed": cfg["seed"],
         "model_dir": str(model_dir), "data_dir": str(data_dir), "n_train_examples": len(pairs),
-        "truncated_examples": n_trunc, "trainable_params": sum(p.numel() for p in trainable),
+        "truncated_examples": n_trunc, "truncated_validation_examples": n_val_trunc,
+        "trainable_params": sum(p.numel() for p in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
-    }
-    losses: list[tuple[int, float]] = []
-    nan_steps: list[int] = []
-    val_time = 0.0
-    val_flops = 0.0
-    val_log: list[tuple[int, float]] = []
-    tokens = 0
-    step = 0
+    })
+    start = ls.step
+    stopped_nonfinite = False
     stop_reason = "max_steps"
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"train {cfg['name']}", unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=steps, initial=start, desc=f"train {cfg['name']}", unit="step", dynamic_ncols=True,
+                   file=sys.stderr)
     log_every = max(1, steps // 20)  # without a bar (logs, batch jobs): a line every 5% of training
+    nan_at, inf_at, kill_at, fail_at = hooks["nan"], hooks["inf_grad"], hooks["kill"], hooks["fail"]
+    record["stage"] = "train"
+    if saved is not None:
+        set_rng_state(saved["rng"])
+        del saved
     t0 = time.perf_counter()
-    for step in range(1, steps + 1):
+    val0, train0, ckpt_s = ls.val_time, ls.train_time, 0.0
+
+    def train_elapsed() -> float:
+        return train0 + (time.perf_counter() - t0) - (ls.val_time - val0) - ckpt_s
+
+    step = start
+    for step in range(start + 1, steps + 1):
         step_loss = 0.0
         for _ in range(cfg["grad_accum"]):
             b = stream.next()
             loss = model(**b).loss / cfg["grad_accum"]
+            if nan_at and step in nan_at:
+                loss = loss * float("nan")
             loss.backward()
             step_loss += float(loss.detach())
-            tokens += int(b["attention_mask"].sum())
+            ls.tokens += int(b["attention_mask"].sum())
             meter.add_step(b["input_ids"].shape[0], b["input_ids"].shape[1], version=ctl.freezer.version)
+        live = [p for p in trainable if p.requires_grad and p.grad is not None]
+        if inf_at and step in inf_at and live:
+            live[0].grad.view(-1)[0] = float("inf")
         finite = math.isfinite(step_loss)
-        if finite and cfg["optim"]["max_grad_norm"]:
-            live = [p for p in trainable if p.requires_grad and p.grad is not None]
-            gn = torch.nn.utils.clip_grad_norm_(live, cfg["optim"]["max_grad_norm"])
+        if finite and live:
+            if cfg["optim"]["max_grad_norm"]:
+                gn = torch.nn.utils.clip_grad_norm_(live, cfg["optim"]["max_grad_norm"])
+            else:  # no clipping: the same reduction, only to check the gradients are finite
+                gn = torch.nn.utils.get_total_norm([p.grad for p in live])
             finite = bool(torch.isfinite(gn))
         if not finite:
-            nan_steps.append(step)
+            # skipped entirely: no optimizer step, and the method never sees these gradients
+            ls.nan_steps.append(step)
             optimizer.zero_grad(set_to_none=True)
             if cfg["nan_policy"] == "stop":
-                stop_reason = "non-finite loss or gradient"
-                record["status"] = "failed"
+                stopped_nonfinite = True
+                stop_reason = f"non-finite loss or gradient at step {step} (nan_policy: stop)"
                 break
+            ctl.on_skipped_step(step)
             scheduler.step()
-            if bar:
-                bar.update(1)
-            continue
-        ctl.before_optimizer_step(step)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ctl.after_optimizer_step(step, step_loss)
-        losses.append((step, step_loss))
-        if method.needs_validation and step % method.eval_every == 0:
-            tv = time.perf_counter()
-            vl = validation_loss(model, val_batches)
-            val_time += time.perf_counter() - tv
-            val_flops += sum(forward_flops(model, vb["input_ids"].shape[0], vb["input_ids"].shape[1])
-                             for vb in val_batches)
-            val_log.append((step, vl))
-            ctl.on_validation(step, vl)
+        else:
+            ctl.before_optimizer_step(step)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ctl.after_optimizer_step(step, step_loss)
+            ls.losses.append((step, step_loss))
+            if method.needs_validation and step % method.eval_every == 0:
+                tv = time.perf_counter()
+                vl = validation_loss(model, val_batches)
+                ls.val_time += time.perf_counter() - tv
+                ls.val_flops += sum(forward_flops(model, vb["input_ids"].shape[0], vb["input_ids"].shape[1])
+                                    for vb in val_batches)
+                ls.val_log.append((step, vl))
+                ctl.on_validation(step, vl)
+        ls.step = record["steps_run"] = step
         if bar:
             bar.set_postfix(loss=f"{step_loss:.3f}", frozen=f"{ctl.freezer.frozen_ratio:.0%}", refresh=False)
             bar.update(1)
         elif step % log_every == 0 or step == steps:
             el = time.perf_counter() - t0
             print(f"[train {cfg['name']}] step {step}/{steps} loss {step_loss:.4f} "
-                  f"frozen {ctl.freezer.frozen_ratio:.0%} {el / step:.2f} s/step", flush=True)
+                  f"frozen {ctl.freezer.frozen_ratio:.0%} {el / (step - start):.2f} s/step", flush=True)
         if ctl.should_stop:
             stop_reason = ctl.stop_reason or "stopped by method"
             break
-    train_s = time.perf_counter() - t0 - val_time
+        if every and step % every == 0 and step < steps:
+            tc = time.perf_counter()
+            ls.train_time = train_elapsed()
+            ckpts.save(step, {
+                "format": CHECKPOINT_FORMAT, "step": step, "resume_hash": resume_hash(cfg),
+                "config_hash": config_hash(cfg), "base_fingerprint": fingerprint,
+                "model": {n: p.detach() for n, p in trainable_named},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_state(), "stream": stream.state_dict(), "controller": ctl.state_dict(),
+                "meter": meter_state(meter), "loop": asdict(ls),
+            })
+            dt = time.perf_counter() - tc
+            ckpt_s += dt
+            ls.checkpoint_time += dt
+        if kill_at and step in kill_at:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fail_at and step in fail_at:
+            raise RuntimeError(f"failure injected after step {step} (GRADES_TEST_FAIL_AT_STEP)")
+    train_s = train_elapsed()
+    val_time = ls.val_time
     if bar:
         bar.close()
+    record["stage"] = "finish"
     end_hook = getattr(method, "on_train_end", None)
     if end_hook is not None:
         end_hook()
 
-    steps_run = step if stop_reason != "non-finite loss or gradient" else step - 1
-    if record["status"] == "running":
-        record["status"] = "ok"
+    steps_run = step - 1 if stopped_nonfinite else step
+    losses = ls.losses
     flops = meter.to_dict()
     record.update({
+        "status": "failed" if stopped_nonfinite else "ok",
         "stop_reason": stop_reason, "steps_run": steps_run, "early_stopped": steps_run < steps,
         "train_time_s": train_s, "validation_time_s": val_time, "total_time_s": train_s + val_time,
-        "setup_time_s": setup_s, "time_per_step_s": train_s / max(1, steps_run), "tokens": tokens,
-        "flops": {**flops, "validation": val_flops, "total_with_validation": flops["total"] + val_flops},
+        "setup_time_s": setup_s, "time_per_step_s": train_s / max(1, steps_run),
+        "checkpoint_time_s": ls.checkpoint_time, "tokens": ls.tokens,
+        "flops": {**flops, "validation": ls.val_flops, "total_with_validation": flops["total"] + ls.val_flops},
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_gpu_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         "loss_first": losses[0][1] if losses else None, "loss_last": losses[-1][1] if losses else None,
-        "loss_curve": losses, "validation_curve": val_log, "nan_steps": nan_steps,
-        "nan_policy": cfg["nan_policy"], "grades": ctl.summary(),
+        "loss_curve": losses, "validation_curve": ls.val_log, "nan_steps": ls.nan_steps,
+        "nan_policy": cfg["nan_policy"], "checkpoint_every": every, "resumed_from_steps": ls.resumed_from,
+        "grades": ctl.summary(),
         "frozen_ratio": ctl.freezer.frozen_ratio, "frozen_param_ratio": ctl.freezer.frozen_param_ratio,
         "versions": versions(), "git_commit": git_commit(), "config": cfg,
         "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
     })
+    record.pop("stage", None)
 
     ctl.write(out)
-    if cfg["save_model"] and record["status"] == "ok":
+    if stopped_nonfinite:
+        raise RunFailed(f"run failed: {stop_reason} (details in {out / 'train_failed.json'})")
+    if cfg["save_model"]:
+        record["stage"] = "save"
         target = out / ("adapter" if cfg["mode"] == "lora" else "model")
         with atomic_dir(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+        record.pop("stage")
         record["saved"] = target.name
-    if record["status"] != "ok":
-        atomic_write_json(out / "train_failed.json", record)
-        raise RuntimeError(f"run failed: {stop_reason} at step {step} (details in {out / 'train_failed.json'})")
     atomic_write_json(out / "train.json", record)  # written last: its presence means success
     return record
 
@@ -387,6 +698,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="run directory to write")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. --set steps=50 --set optim.lr=1e-4")
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="where checkpoints go (every checkpoint_every steps; default OUT/.checkpoints); "
+                         "a rerun with the same config resumes from the newest one")
+    ap.add_argument("--no-resume", action="store_true", help="start from step 0, deleting existing checkpoints")
+    ap.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints after success")
+    ap.add_argument("--keep-last", type=int, default=2, metavar="N", help="checkpoints kept while training (default 2)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -406,8 +723,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from .data import DataError
+
     try:
-        rec = run(cfg, args.out, progress=not args.no_progress)
+        rec = run(cfg, args.out, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                  resume=not args.no_resume, keep_checkpoints=args.keep_checkpoints, keep_last=args.keep_last)
+    except (RunFailed, DataError, ConfigError) as e:  # explained in one line; no traceback needed
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

@@ -1,8 +1,9 @@
 """The smoke profile end to end: snakemake -> prepare -> train -> lm-eval -> tables.
 
 Runs the real workflow (config/smoke.yaml) in a scratch working directory, offline,
-then checks the acceptance criteria on the tables it produced and that a rerun with
-nothing changed plans no job. About 7 minutes on 2 CPU cores.
+then checks the acceptance criteria on the tables it produced, the run numbers against
+tests/golden/smoke.json, and that a rerun with nothing changed plans no job. About 7
+minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -78,3 +79,18 @@ def test_smoke_rerun_does_nothing(smoke_run):
     r = _snakemake(smoke_run, "-n")
     assert r.returncode == 0, r.stderr
     assert "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+
+
+def test_smoke_matches_golden_values(smoke_run):
+    """Losses, freeze steps, FLOPs and accuracy of a fresh smoke run, within the golden file's tolerances.
+
+    After a deliberate change of these numbers, regenerate the file from the new runs:
+    python -m grades.golden update results/runs/smoke tests/golden/smoke.json
+    """
+    import json
+
+    from grades import golden
+
+    doc = json.loads((ROOT / "tests" / "golden" / "smoke.json").read_text())
+    problems = golden.compare(doc, golden.extract(smoke_run / "results" / "runs" / "smoke"))
+    assert not problems, "smoke run differs from tests/golden/smoke.json:\n" + "\n".join(problems)

@@ -34,6 +34,7 @@ class GradES(StoppingMethod):
         self.config = config if config is not None else GradESConfig.from_dict(params, where=f"method '{self.name}'")
         self._history: list[tuple[int, torch.Tensor]] = []
         self.checks = 0
+        self.skipped_steps = 0
 
     @classmethod
     def config_fields(cls) -> list[str]:
@@ -86,6 +87,15 @@ class GradES(StoppingMethod):
                 f"frozen ratio reached max_frozen_ratio={self.config.max_frozen_ratio}"
         return decision
 
+    def on_skipped_step(self, step: int) -> None:
+        """A non-finite step was skipped: its gradient was never measured nor stored.
+
+        The previous-gradient buffers (and weight snapshots) now predate a gap, so they
+        are dropped: the next check yields NaN (never converged) and refills them. A
+        NaN therefore never leads to a freeze, neither directly nor through a stale delta."""
+        self.tracker.clear()
+        self.skipped_steps += 1
+
     def on_freeze(self, indices: list[int]) -> None:
         for i in indices:
             self.tracker.release(i)
@@ -96,15 +106,17 @@ class GradES(StoppingMethod):
 
     def summary(self) -> dict:
         return {"method": self.name, "config": self.config.to_dict(), "grace_steps": self.grace,
-                "checks": self.checks, "signal_state_bytes": self.tracker.buffer_bytes()}
+                "checks": self.checks, "skipped_steps": self.skipped_steps,
+                "signal_state_bytes": self.tracker.buffer_bytes()}
 
     def state_dict(self) -> dict:
-        return {"tracker": self.tracker.state_dict(), "checks": self.checks,
+        return {"tracker": self.tracker.state_dict(), "checks": self.checks, "skipped_steps": self.skipped_steps,
                 "history": [(s, v.clone()) for s, v in self._history]}
 
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state["tracker"])
         self.checks = state["checks"]
+        self.skipped_steps = state.get("skipped_steps", 0)
         self._history = [(s, v.clone()) for s, v in state["history"]]
 
 

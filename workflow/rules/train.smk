@@ -1,4 +1,9 @@
 # One fine-tuning run per (model, setting, seed).
+#
+# Checkpoints (run config `checkpoint_every`, e.g. `finetune: {checkpoint_every: 50}`) go to
+# results/checkpoints/<profile>/..., outside the rule's outputs, so Snakemake keeps them
+# when a job fails or is killed; rerunning the workflow resumes the run from the newest
+# one. grades.train deletes them after success.
 
 
 rule run_config:
@@ -22,6 +27,7 @@ rule train:
     params:
         py=PY,
         out=lambda wc: run_dir(_run(wc)),
+        ckpt=lambda wc: f"results/checkpoints/{PROFILE}/{wc.model}/{wc.setting}/seed{wc.seed}",
     log:
         f"{LOGS}/train/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
@@ -33,4 +39,4 @@ rule train:
         ENV
     shell:
         "{params.py} -m grades.train --config {input.cfg} --out {params.out} --set threads={threads} "
-        "--no-progress > {log} 2>&1"
+        "--checkpoint-dir {params.ckpt} --no-progress > {log} 2>&1"
