@@ -10,9 +10,29 @@ Structure is read from the module tree, never by splitting parameter names: bloc
 are the children of an ``nn.ModuleList``; a block's projections are found by their
 attribute name; the tower is decided by the module that owns the block list.
 Projectors / mergers that sit between the towers (``multi_modal_projector``,
-``merger``, ``connector``) are deliberately *not* tracked: they are single small
-matrices outside the per-layer structure GradES is defined on.  They keep training
-in whatever mode the run uses.
+``merger``, ``connector``, Qwen3-VL's ``deepstack_merger_list``) are deliberately *not*
+tracked: they are single small matrices outside the per-layer structure GradES is
+defined on.  They keep training in whatever mode the run uses (all weights under full
+fine-tuning; under LoRA only if a target name happens to match them, e.g. ``proj``,
+``linear_fc1`` or ``all-linear``).  Patch embeddings are not tracked either.
+
+Vision blocks the model never reads are left out: LLaVA-style models take their image
+features from ``hidden_states[vision_feature_layer]`` (LLaVA-1.5: -2), so the blocks
+after that layer get no gradient, can never train, and would otherwise stay
+"unfrozen" for ever (their signal is undefined), keeping ``max_frozen_ratio: 1.0``
+out of reach.  :func:`vision_layers_used` reads that from the model config.
+
+Per family (transformers 5.x; ``V``/``L`` = vision/language layers), full fine-tuning:
+
+=====================  =================================  ========  ===========
+family                 vision block matrices              vision    language
+=====================  =================================  ========  ===========
+Qwen2-VL               qkv, proj, fc1, fc2                4 V       7 L
+Qwen2.5-VL             qkv, proj, gate/up/down_proj       5 V       7 L
+Qwen3-VL               qkv, proj, linear_fc1/fc2          4 V       7 L
+Idefics3 / SmolVLM     q/k/v/out_proj, fc1, fc2           6 V       7 L
+LLaVA (CLIP)           q/k/v/out_proj, fc1, fc2           6 V_used  7 L
+=====================  =================================  ========  ===========
 """
 
 from __future__ import annotations
@@ -142,6 +162,23 @@ def _projection_leaves(block: nn.Module):
             yield rel, sub, attr
 
 
+def vision_layers_used(model: nn.Module, n_layers: int) -> int | None:
+    """How many vision blocks feed the model's output, from ``config.vision_feature_layer``.
+
+    ``hidden_states[i]`` is the output of the first ``i`` blocks, so index ``i`` (or
+    ``n_layers + 1 + i`` when negative) uses blocks ``0 .. i-1``; with a list of layers
+    the largest counts. None when the config does not say (every block is used)."""
+    cfg = getattr(model, "config", None)
+    vfl = getattr(cfg, "vision_feature_layer", None)
+    if vfl is None:
+        return None
+    layers = list(vfl) if isinstance(vfl, (list, tuple)) else [vfl]
+    if not layers or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+        return None
+    used = max(x if x >= 0 else n_layers + 1 + x for x in layers)
+    return min(max(used, 0), n_layers)
+
+
 def discover_components(
     model: nn.Module,
     *,
@@ -157,10 +194,15 @@ def discover_components(
     """
     comps: list[Component] = []
     seen: set[int] = set()
-    for path, blocks, tower in _block_lists(model):
+    lists = list(_block_lists(model))
+    n_vision_lists = sum(1 for _, _, t in lists if t == VISION)
+    for path, blocks, tower in lists:
         if tower not in towers:
             continue
+        used = vision_layers_used(model, len(blocks)) if tower == VISION and n_vision_lists == 1 else None
         for layer, block in enumerate(blocks):
+            if used is not None and layer >= used:
+                break  # never read by the model: no gradient, nothing to track
             for rel, mod, attr in _projection_leaves(block):
                 if id(mod) in seen:
                     continue
@@ -168,7 +210,7 @@ def discover_components(
                 kind, typ = _PROJECTIONS[attr]
                 name = f"{path}.{layer}.{rel}" if path else f"{layer}.{rel}"
                 if _is_lora_layer(mod):
-                    for adapter in mod.lora_A.keys():
+                    for adapter in mod.lora_A:
                         params = [mod.lora_A[adapter].weight, mod.lora_B[adapter].weight]
                         if trainable_only and not any(p.requires_grad for p in params):
                             continue

