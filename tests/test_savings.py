@@ -216,3 +216,54 @@ def test_run_schema_accepts_savings_and_omits_them_by_default():
     assert cfg["savings"] == {"truncate_backward": False, "merge_lora_on_freeze": False, "prune_optimizer": True}
     with pytest.raises(ConfigError, match="prune_optimizer"):
         validate({**base, "savings": {"prune_optimiser": True}}, "run")
+
+
+# ------------------------------------------------------------ training loop
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from grades.data import prepare_dataset
+    from grades.models import prepare_model
+
+    d = tmp_path_factory.mktemp("savings")
+    model = prepare_model("tiny:qwen3", d / "model", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                          head_dim=16, intermediate_size=64, vocab_size=300, max_position=256)
+    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=32, n_validation=8, n_test=8, n_names=40,
+                           corpus_docs=10)
+    return d, model, data
+
+
+def _run_cfg(tiny_run, **over):
+    from grades.train import load_run_config
+
+    _, model, data = tiny_run
+    raw = {"name": "savings", "model": {"source": f"local:{model}"}, "data": {"source": f"jsonl:{data}"},
+           "mode": "lora", "lora": {"r": 4, "alpha": 8}, "steps": 12, "batch_size": 4, "seq_len": 96,
+           "threads": 1, "optim": {"lr": 1.0e-2}, "method": {"name": "bottom-k", "k": 1}}
+    return load_run_config({**raw, **over})
+
+
+def test_training_loop_with_all_savings_matches_the_plain_freeze_and_resumes(tiny_run, monkeypatch):
+    from grades.train import RunFailed, run
+
+    d = tiny_run[0]
+    all_on = {"truncate_backward": True, "merge_lora_on_freeze": True, "prune_optimizer": True}
+    plain = run(_run_cfg(tiny_run), d / "plain", progress=False)
+    saved = run(_run_cfg(tiny_run, savings=all_on), d / "savings", progress=False)
+    s = saved["grades"]["savings"]
+    assert s["merged_modules"] == 7 and s["truncated_layers"] == 1 and s["pruned_optimizer_params"] == 14
+    assert "savings" not in plain["grades"]
+    assert len(plain["loss_curve"]) == len(saved["loss_curve"]) == 12
+    for (_, a), (_, b) in zip(plain["loss_curve"], saved["loss_curve"]):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    assert saved["flops"]["total"] < plain["flops"]["total"]  # merged adapters: no forward matmuls
+    # a failure after a checkpoint, then a rerun: the frozen set, merges and pruned groups are restored
+    cfg = _run_cfg(tiny_run, savings=all_on, checkpoint_every=4)
+    monkeypatch.setenv("GRADES_TEST_FAIL_AT_STEP", "6")
+    with pytest.raises(RuntimeError):
+        run(cfg, d / "resumed", progress=False)
+    monkeypatch.delenv("GRADES_TEST_FAIL_AT_STEP")
+    resumed = run(cfg, d / "resumed", progress=False)
+    assert resumed["resumed_from_steps"] == [4] and len(resumed["loss_curve"]) == 12
+    for (_, a), (_, b) in zip(saved["loss_curve"], resumed["loss_curve"]):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    assert resumed["grades"]["savings"]["merged_modules"] == 7
