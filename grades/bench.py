@@ -337,10 +337,63 @@ def bench_overhead(spec: ModelSpec, plan: Plan) -> dict:
             "state_vs_released": (state / released_bytes) if released_bytes else None,
         })
     del monitors
-    return {"model": spec.name, "params": sum(p.numel() for p in model.parameters()), "tracked_params": tracked,
+    kernels = bench_kernels(comps, plan)
+    return {"kernels": kernels, "model": spec.name, "params": sum(p.numel() for p in model.parameters()), "tracked_params": tracked,
             "components": len(comps), "batch_size": plan.batch_size, "seq_len": plan.seq_len,
             "baseline_step_s": base, "released_state_bytes": released_bytes,
             "weight_copy_bytes": weight_copy_bytes, "variants": rows, "notes": notes}
+
+
+def bench_kernels(comps, plan: Plan) -> dict:
+    """The delta signal's arithmetic alone, on tensors of the tracked matrices' shapes:
+    the released code's way (per matrix: cat, subtract, L1 norm, ``.item()``, copy) and
+    our two kernels (:mod:`grades.signals`), fp32 and bf16 buffers; medians in ms."""
+    from . import signals
+
+    g = [torch.randn_like(p) for c in comps for p in c.params]
+    b32 = [x.clone() for x in g]
+    b16 = [x.to(torch.bfloat16) for x in g]
+
+    def released():
+        for x, b in zip(g, b32):
+            cur = torch.cat([x.flatten()])
+            float(torch.norm(cur - b.view(-1), p=1).item())
+            b.view(-1).copy_(cur)
+
+    def ours(kernel: str, buf):
+        def f():
+            old = signals.KERNEL
+            signals.KERNEL = kernel
+            try:
+                signals._delta_l1(g, buf, True).cpu()
+            finally:
+                signals.KERNEL = old
+        return f
+
+    def l1(kernel: str):
+        def f():
+            old = signals.KERNEL
+            signals.KERNEL = kernel
+            try:
+                signals._l1(g).cpu()
+            finally:
+                signals.KERNEL = old
+        return f
+
+    fns = {"released (weight delta)": released, "foreach fp32": ours("foreach", b32),
+           "slices fp32": ours("slices", b32), "foreach bf16": ours("foreach", b16),
+           "slices bf16": ours("slices", b16), "grad_l1 foreach": l1("foreach"), "grad_l1 slices": l1("slices")}
+    times = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(max(3, 2 * plan.rounds + 1)):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            t = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t)
+    n = sum(x.numel() for x in g)
+    return {"elements": n, "ms": {k: 1e3 * med(v) for k, v in times.items()},
+            "ns_per_element": {k: 1e9 * med(v) / n for k, v in times.items()},
+            "auto_kernel_on_cpu": "slices"}
 
 
 # ------------------------------------------------------------- 1b speedup
@@ -773,6 +826,12 @@ def summary_md(res: dict) -> str:
             L.append(f"| {r['variant']} | {r['hook_s'] * 1e3:.2f} | {_pct(r['overhead_direct'])} | "
                      f"{_pct(r['overhead_ab'])} | {_f(r['step_noise_mad_rel'] * 100, 1)}% | {_mb(r['state_bytes'])} | "
                      f"{_f(r['state_bytes_per_tracked_param'], 3)} | {_f(r['state_vs_weight_copy'], 3)}x |")
+        k = o.get("kernels")
+        if k:
+            L += ["", f"Delta-signal arithmetic alone over the {k['elements'] / 1e6:.1f}M tracked entries "
+                  f"(median ms; ns per entry):", "",
+                  "| " + " | ".join(k["ms"]) + " |", "|" + "---:|" * len(k["ms"]),
+                  "| " + " | ".join(f"{v:.1f} ({k['ns_per_element'][n]:.2f})" for n, v in k["ms"].items()) + " |"]
         L += [""] + [f"- {n}" for n in o["notes"]] + ([""] if o["notes"] else [])
     for s in res.get("speedup", []):
         L += [f"## 1b. Realised vs predicted speedup — {s['model']} (batch {s['batch_size']} x {s['seq_len']})", "",

@@ -24,44 +24,84 @@ import torch
 
 from .components import Component
 
-# The delta kernel walks the gradients in cache-sized pieces: each parameter is cut into
-# slices of _SLICE elements and slices are processed _GROUP elements at a time
-# (difference, L1 norm, buffer update), so the temporary difference stays in cache and no
-# full-size temporary is ever allocated: about three passes over memory (read G_t, read
-# and write the buffer) instead of six. See grades.bench (monitoring overhead).
-_SLICE = 1 << 15
+# The L1 kernels walk the gradients in cache-sized slices, so no full-size temporary is
+# ever allocated and each element of G_t and of the buffer crosses memory once (read G_t,
+# read and write the buffer) instead of about six times (difference, norm, copy).
+#
+# * "slices" (CPU): per slice of _SLICE elements, sub into a reused scratch, abs_, sum,
+#   copy. torch's CPU L1 norm is not vectorised (several times slower than a sum), so the
+#   reduction is an in-place abs followed by a sum.
+# * "foreach" (CUDA and other devices): groups of _GROUP elements cut into _FSLICE-element
+#   slices, with torch._foreach_sub / _foreach_norm / _foreach_copy_ (few kernel launches).
+# KERNEL = "auto" picks by device; grades.bench times each on the machine at hand.
+KERNEL = "auto"
+_SLICE = 1 << 18
+_FSLICE = 1 << 15
 _GROUP = 1 << 18
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _delta_l1(cur: list[torch.Tensor], buf: list[torch.Tensor], update: bool) -> torch.Tensor:
-    """float64 ||cur_i - buf_i||_1 per pair; with ``update`` also ``buf_i <- cur_i``.
+def _kernel(device: torch.device) -> str:
+    return KERNEL if KERNEL != "auto" else ("slices" if device.type == "cpu" else "foreach")
 
-    Works slice by slice (see :data:`_SLICE`, :data:`_GROUP`) with ``torch._foreach_*``
-    calls, so each element is read once from each tensor and written once to ``buf``
-    while the difference stays in cache."""
-    owner: list[int] = []
-    cs: list[torch.Tensor] = []
-    bs: list[torch.Tensor] = []
-    for i, (c, b) in enumerate(zip(cur, buf)):
-        c_sl = c.reshape(-1).split(_SLICE)
-        cs.extend(c_sl)
-        bs.extend(b.reshape(-1).split(_SLICE))
-        owner.extend([i] * len(c_sl))
-    per_slice: list[torch.Tensor] = []
-    start, n = 0, len(cs)
-    per_group = max(1, _GROUP // _SLICE)
-    while start < n:
-        end = min(n, start + per_group)
-        diff = torch._foreach_sub(cs[start:end], bs[start:end])
-        per_slice.extend(torch._foreach_norm(diff, 1))
-        if update:
-            torch._foreach_copy_(bs[start:end], cs[start:end])
-        start = end
-    device = cur[0].device
-    out = torch.zeros(len(cur), dtype=torch.float64, device=device)
+
+def _owner_sum(per_slice: list[torch.Tensor], owner: list[int], n: int, device) -> torch.Tensor:
+    out = torch.zeros(n, dtype=torch.float64, device=device)
+    if not per_slice:
+        return out
     return out.index_add_(0, torch.tensor(owner, dtype=torch.long, device=device),
                           torch.stack(per_slice).to(torch.float64))
+
+
+def _l1(cur: list[torch.Tensor]) -> torch.Tensor:
+    """float64 ||cur_i||_1 per tensor."""
+    device = cur[0].device
+    if _kernel(device) != "slices":
+        return torch.stack(torch._foreach_norm(cur, 1)).to(torch.float64)
+    scratch = torch.empty(min(_SLICE, max(t.numel() for t in cur)), dtype=torch.float32, device=device)
+    per_slice, owner = [], []
+    for i, c in enumerate(cur):
+        for cs in c.reshape(-1).split(_SLICE):
+            s = scratch[: cs.numel()]
+            torch.abs(cs, out=s) if cs.dtype == s.dtype else s.copy_(cs).abs_()
+            per_slice.append(s.sum())
+            owner.append(i)
+    return _owner_sum(per_slice, owner, len(cur), device)
+
+
+def _delta_l1(cur: list[torch.Tensor], buf: list[torch.Tensor], update: bool) -> torch.Tensor:
+    """float64 ||cur_i - buf_i||_1 per pair; with ``update`` also ``buf_i <- cur_i``."""
+    device = cur[0].device
+    per_slice: list[torch.Tensor] = []
+    owner: list[int] = []
+    if _kernel(device) == "slices":
+        scratch = torch.empty(min(_SLICE, max(t.numel() for t in cur)), dtype=torch.float32, device=device)
+        for i, (c, b) in enumerate(zip(cur, buf)):
+            for cs, bs in zip(c.reshape(-1).split(_SLICE), b.reshape(-1).split(_SLICE)):
+                s = scratch[: cs.numel()]
+                torch.sub(cs, bs, out=s)
+                per_slice.append(s.abs_().sum())
+                if update:
+                    bs.copy_(cs)
+                owner.append(i)
+        return _owner_sum(per_slice, owner, len(cur), device)
+    cs_all: list[torch.Tensor] = []
+    bs_all: list[torch.Tensor] = []
+    for i, (c, b) in enumerate(zip(cur, buf)):
+        c_sl = c.reshape(-1).split(_FSLICE)
+        cs_all.extend(c_sl)
+        bs_all.extend(b.reshape(-1).split(_FSLICE))
+        owner.extend([i] * len(c_sl))
+    start, n = 0, len(cs_all)
+    per_group = max(1, _GROUP // _FSLICE)
+    while start < n:
+        end = min(n, start + per_group)
+        diff = torch._foreach_sub(cs_all[start:end], bs_all[start:end])
+        per_slice.extend(torch._foreach_norm(diff, 1))
+        if update:
+            torch._foreach_copy_(bs_all[start:end], cs_all[start:end])
+        start = end
+    return _owner_sum(per_slice, owner, len(cur), device)
 
 
 class SignalTracker:
@@ -167,7 +207,7 @@ class SignalTracker:
         device = cur[0].device
         per_param = torch.full((len(sel),), float("nan"), dtype=torch.float64, device=device)
         if self.signal == "grad_l1":
-            per_param.copy_(torch.stack(torch._foreach_norm(cur, 1)).to(torch.float64))
+            per_param.copy_(_l1(cur))
         else:
             have = [i for i, j in enumerate(sel) if self._buffer[j] is not None
                     and self._buffer[j].shape == cur[i].shape]

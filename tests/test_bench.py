@@ -132,3 +132,27 @@ def test_sampled_estimator_error_is_small_and_indices_are_shared():
     values = sum(math.ceil(0.25 * p.numel()) * 4 for p in sampled.params)
     indices = sum(math.ceil(0.25 * n) * 4 for n in by_size)
     assert sampled.buffer_bytes() == values + indices
+
+
+def test_l1_kernels_agree_with_a_hand_computation(monkeypatch):
+    from grades import signals
+
+    monkeypatch.setattr(signals, "_SLICE", 1000)  # several slices per tensor, and partial ones
+    monkeypatch.setattr(signals, "_FSLICE", 700)
+    g = torch.Generator().manual_seed(0)
+    cur = [torch.randn(70, 40, generator=g), torch.randn(333, generator=g), torch.randn(3, 3, generator=g)]
+    buf = [torch.randn(c.shape, generator=g) for c in cur]
+    want = torch.tensor([float((c - b).abs().sum(dtype=torch.float64)) for c, b in zip(cur, buf)],
+                        dtype=torch.float64)
+    want_l1 = torch.tensor([float(c.abs().sum(dtype=torch.float64)) for c in cur], dtype=torch.float64)
+    for kernel in ("slices", "foreach"):
+        monkeypatch.setattr(signals, "KERNEL", kernel)
+        b = [x.clone() for x in buf]
+        torch.testing.assert_close(signals._delta_l1(cur, b, update=False), want, rtol=1e-6, atol=0)
+        assert all(torch.equal(x, y) for x, y in zip(b, buf))
+        torch.testing.assert_close(signals._delta_l1(cur, b, update=True), want, rtol=1e-6, atol=0)
+        assert all(torch.equal(x, y) for x, y in zip(b, cur))
+        torch.testing.assert_close(signals._l1(cur), want_l1, rtol=1e-6, atol=0)
+        b16 = [x.to(torch.bfloat16) for x in buf]
+        want16 = torch.tensor([float((c - x.double()).abs().sum()) for c, x in zip(cur, b16)], dtype=torch.float64)
+        torch.testing.assert_close(signals._delta_l1(cur, b16, update=False), want16, rtol=1e-6, atol=0)
