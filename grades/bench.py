@@ -635,8 +635,10 @@ def bench_estimator(plan: Plan, quick: bool, smollm2: Path, siqa: Path, root: Pa
         pairs, _ = tokenize_examples(load_split(siqa, "train"), tok, s["seq_len"], "answer", "truncate")
         stream = BatchStream(pairs, s["batch_size"], tok.pad_token_id, seed=0)
         next_batch = stream.next
+        n = plan.estimator_steps or s["steps"]
         what = (f"smollm2-135m on Social IQa, the default profile's FP+GradES setting ({s['source']}): "
-                f"{s['steps']} steps, batch {s['batch_size']}, lr {s['lr']}, tau {s['tau']}, alpha {s['alpha']}")
+                f"{n} steps{'' if n == s['steps'] else ' (of the profile' + chr(39) + 's ' + str(s['steps']) + ')'}, "
+                f"batch {s['batch_size']}, lr {s['lr']}, cosine schedule, tau {s['tau']}, alpha {s['alpha']}")
         model_name, tau_note = "smollm2-135m", "the default profile's tau"
     else:
         s = dict(DEFAULT_PROFILE, steps=plan.estimator_steps or 8, batch_size=plan.batch_size,
