@@ -80,8 +80,8 @@ class Plan:
     batch_size: int = 8
     seq_len: int = 128
     warmup_rounds: int = 1  # untimed rounds over all variants (allocations, caches)
-    rounds: int = 3  # timed rounds; variants interleaved, order rotated per round
-    steps_per_turn: int = 2  # consecutive timed steps of one variant per round
+    rounds: int = 5  # timed rounds; variants interleaved, order rotated per round
+    steps_per_turn: int = 1  # consecutive timed steps of one variant per round
     sample_fraction: float = 0.01
     estimator_steps: int | None = None  # None: the default profile's steps
     fractions: tuple = (0, 25, 50, 100)
@@ -214,7 +214,11 @@ def train_step(model, batch: dict, optimizer, params: list, before=None, after=N
 
 
 def interleave(variants: list[str], plan: Plan, run_one, progress: str = "") -> dict[str, list[dict]]:
-    """Warm-up rounds, then timed rounds with the variants' order rotated each round."""
+    """Warm-up rounds, then timed rounds with the variants' order rotated each round.
+
+    Every timed record carries its round, so ratios can be paired within a round
+    (:func:`paired_ratio`): all variants of one round run within a short time, which
+    cancels slow drift of the machine's speed."""
     times: dict[str, list[dict]] = {v: [] for v in variants}
     n = len(variants)
     for r in range(plan.warmup_rounds):
@@ -223,9 +227,23 @@ def interleave(variants: list[str], plan: Plan, run_one, progress: str = "") -> 
     for r in range(plan.rounds):
         order = variants[r % n:] + variants[: r % n]
         for v in order:
-            times[v].extend(run_one(v, plan.steps_per_turn))
+            times[v].extend({**t, "round": r} for t in run_one(v, plan.steps_per_turn))
         log(f"{progress} round {r + 1}/{plan.rounds} done")
     return times
+
+
+def paired_ratio(num: list[dict], den: list[dict], key: str = "step") -> float:
+    """Median over rounds of (median ``key`` of ``num`` in the round / that of ``den``)."""
+    rounds = sorted({t["round"] for t in num} & {t["round"] for t in den})
+    ratios = [med([t[key] for t in num if t["round"] == r]) / med([t[key] for t in den if t["round"] == r])
+              for r in rounds]
+    return med(ratios)
+
+
+def raw(ts: list[dict]) -> list[dict]:
+    """Per-step records for the JSON (ms, rounded)."""
+    return [{k: (round(v * 1e3, 3) if k in ("step", "fwd_bwd", "hook", "optimizer") else v)
+             for k, v in t.items() if k != "loss"} for t in ts]
 
 
 # ------------------------------------------------------------ 1a overhead
@@ -331,7 +349,8 @@ def bench_overhead(spec: ModelSpec, plan: Plan) -> dict:
         rows.append({
             "variant": v, "ours": v in OURS, "steps_timed": len(ts),
             "step_s": step, "hook_s": hook, "step_noise_mad_rel": mad_rel([t["step"] for t in ts]),
-            "overhead_direct": hook / base, "overhead_ab": step / base - 1.0,
+            "overhead_direct": hook / base, "overhead_ab": paired_ratio(ts, times["none"]) - 1.0,
+            "steps_ms": raw(ts),
             "state_bytes": state, "state_bytes_per_tracked_param": state / tracked,
             "state_vs_weight_copy": state / weight_copy_bytes,
             "state_vs_released": (state / released_bytes) if released_bytes else None,
@@ -474,8 +493,6 @@ def bench_speedup(spec: ModelSpec, plan: Plan, modes: tuple[str, ...]) -> dict:
         log(f"speedup {spec.name} {mode}: {len(configs)} configurations x {plan.rounds} rounds")
         times = interleave(keys, plan, run_one, progress=f"speedup {spec.name} {mode}")
         conf.apply(0, "plain")
-        base_t = med([t["step"] for t in times[keys[0]]])
-        base_fb = med([t["fwd_bwd"] for t in times[keys[0]]])
         base_f = flops[keys[0]].total
         rows = []
         for (f, v), k in zip(configs, keys):
@@ -483,7 +500,7 @@ def bench_speedup(spec: ModelSpec, plan: Plan, modes: tuple[str, ...]) -> dict:
             step = med([t["step"] for t in ts])
             fb = med([t["fwd_bwd"] for t in ts])
             pred = base_f / flops[k].total
-            real = base_t / step
+            real = 1.0 / paired_ratio(ts, times[keys[0]])  # base / this, paired within rounds
             rows.append({
                 "frozen_pct": f, "variant": v, **infos[k], "steps_timed": len(ts),
                 "step_s": step, "fwd_bwd_s": fb, "optimizer_s": med([t["optimizer"] for t in ts]),
@@ -492,7 +509,9 @@ def bench_speedup(spec: ModelSpec, plan: Plan, modes: tuple[str, ...]) -> dict:
                                                            "input_grad": flops[k].input_grad,
                                                            "weight_grad": flops[k].weight_grad},
                 "predicted_speedup": pred, "realised_speedup": real, "efficiency": real / pred,
-                "realised_speedup_fwd_bwd": base_fb / fb, "efficiency_fwd_bwd": (base_fb / fb) / pred,
+                "realised_speedup_fwd_bwd": 1.0 / paired_ratio(ts, times[keys[0]], "fwd_bwd"),
+                "efficiency_fwd_bwd": 1.0 / paired_ratio(ts, times[keys[0]], "fwd_bwd") / pred,
+                "steps_ms": raw(ts),
             })
         mem = optimizer_release(model, params, plan, batch) if mode == "fp" else None
         out["modes"][mode] = {"params": sum(p.numel() for p in model.parameters()), "trainable_params":
@@ -847,7 +866,7 @@ def summary_md(res: dict) -> str:
         L += [f"## 1a. Monitoring overhead — {o['model']} ({o['params'] / 1e6:.1f}M params, "
               f"{o['components']} matrices, batch {o['batch_size']} x {o['seq_len']})", "",
               f"Plain step: {o['baseline_step_s'] * 1e3:.1f} ms. *direct* = the monitor's own time / plain step; "
-              f"*A/B* = whole-step median vs plain (includes noise; step noise (MAD) shown).", "",
+              f"*A/B* = whole step vs plain, the median over rounds of the per-round ratio (includes indirect effects and noise; the step-time spread (MAD) is shown).", "",
               "| variant | monitor ms | direct | A/B | noise | state | bytes/tracked param | vs weight copy |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in o["variants"]:
@@ -864,8 +883,9 @@ def summary_md(res: dict) -> str:
     for s in res.get("speedup", []):
         L += [f"## 1b. Realised vs predicted speedup — {s['model']} (batch {s['batch_size']} x {s['seq_len']})", "",
               f"Frozen: {s['freeze_order']}. *savings* = backward truncation + LoRA merge-on-freeze + optimizer "
-              f"pruning (grades.savings). Speedups relative to 0% frozen; efficiency = realised / predicted "
-              f"(FLOPs); the fwd+bwd columns leave the optimizer step out.", ""]
+              f"pruning (grades.savings). Speedups relative to 0% frozen (median over rounds of the per-round "
+              f"ratio); efficiency = realised / predicted (FLOPs); the fwd+bwd columns leave the optimizer "
+              f"step out.", ""]
         for mode, m in s["modes"].items():
             L += [f"**{mode}** ({m['trainable_params'] / 1e6:.2f}M trainable)", "",
                   "| frozen | variant | step ms | fwd+bwd ms | opt ms | predicted | realised | efficiency | "
@@ -933,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated: qwen3-29m, smollm2-135m (default both; --quick: qwen3-quick)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {list(SECTIONS)}")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3; SmolLM2: 3 of one step)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds of one step per variant (default 5; SmolLM2 3)")
     ap.add_argument("--estimator-steps", type=int, default=None,
                     help="steps of the estimator run (default: the default profile's, 80)")
     ap.add_argument("--smollm2", type=Path, default=SMOLLM2_DIR, help=f"prepared SmolLM2 (default {SMOLLM2_DIR})")
