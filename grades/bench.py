@@ -941,6 +941,78 @@ def summary_md(res: dict) -> str:
     return "\n".join(L)
 
 
+def compact_md(res: dict) -> str:
+    """The headline tables (README "Performance"): ``python -m grades.bench --compact results/bench/bench.json``."""
+    L = []
+    ov = res.get("overhead", [])
+    if ov:
+        cols = [v for v in ("grad_delta_l1", "grad_delta_l1+bf16", "grad_delta_l1+sampled", "grad_l1",
+                            "weight_delta_l1", RELEASED)]
+        L += ["Monitoring overhead per step, checked every step (direct: the monitor's time / a plain step; "
+              "A/B in brackets), and GradES state in bytes per tracked parameter:", "",
+              "| model | plain step | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+        for o in ov:
+            rows = {r["variant"]: r for r in o["variants"]}
+            cells = [(f"{100 * rows[c]['overhead_direct']:.2f}% ({100 * rows[c]['overhead_ab']:+.1f}%)"
+                      if c in rows else "n/a") for c in cols]
+            L.append(f"| {o['model']} | {o['baseline_step_s']:.2f} s | " + " | ".join(cells) + " |")
+            cells = [(f"{rows[c]['state_bytes_per_tracked_param']:.3f} B ({rows[c]['state_vs_weight_copy']:.3f}x)"
+                      if c in rows else "n/a") for c in cols]
+            L.append(f"| {o['model']} state | | " + " | ".join(cells) + " |")
+        L.append("")
+    sp = res.get("speedup", [])
+    if sp:
+        L += ["Realised speedup of a step (predicted by FLOPs in brackets; efficiency = realised / predicted) "
+              "with the lowest layers' matrices frozen; plain freeze / with all savings:", "",
+              "| model | mode | 25% plain | 25% savings | 50% plain | 50% savings | 100% plain | 100% savings |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for s in sp:
+            for mode, m in s["modes"].items():
+                by = {(r["frozen_pct"], r["variant"]): r for r in m["rows"]}
+                cells = []
+                for f in (25, 50, 100):
+                    for v in ("plain", "savings"):
+                        r = by.get((f, v))
+                        cells.append("n/a" if r is None else
+                                     f"{r['realised_speedup']:.2f}x ({r['predicted_speedup']:.2f}x) e={r['efficiency']:.2f}")
+                L.append(f"| {s['model']} | {mode} | " + " | ".join(cells) + " |")
+        L.append("")
+        mem = [(s["model"], m["optimizer_memory"]) for s in sp for mode, m in s["modes"].items()
+               if m.get("optimizer_memory")]
+        if mem:
+            L += ["AdamW state given back as matrices freeze (FP, measured on the optimizer):", "",
+                  "| model | 25% | 50% | 100% |", "|---|---:|---:|---:|"]
+            for model, mm in mem:
+                by = {r["frozen_pct"]: r for r in mm["rows"]}
+                L.append(f"| {model} | " + " | ".join(
+                    f"{by[f]['released_bytes'] / 2 ** 20:.0f} MiB ({100 * by[f]['released_fraction']:.0f}%)"
+                    if f in by else "n/a" for f in (25, 50, 100)) + " |")
+            L.append("")
+    est = res.get("estimator")
+    if est:
+        L += [f"Estimators against the exact ||G_t - G_(t-1)||_1 on {est['run']} (shadow run, tau {est['tau']:.4g}):", "",
+              "| estimator | state vs weight copy | relative error median / p90 / max | freezes (exact / estimate) | "
+              "same matrices within 2 checks |", "|---|---:|---:|---:|---:|"]
+        for k, e in est["estimators"].items():
+            r, a = e["relative_error"], e["agreement"]
+            L.append(f"| {k} | {e['state_vs_weight_copy']:.4f}x | {100 * r['median']:.2f}% / {100 * r['p90']:.2f}% / "
+                     f"{100 * r['max']:.1f}% | {a['frozen_by_exact']} / {a['frozen_by_estimate']} | "
+                     f"{a['agreeing']}/{a['components']} (max gap {a['max_check_difference']}) |")
+        L.append("")
+    wf = res.get("workflows")
+    if wf:
+        L += ["End-to-end workflow time (Snakemake benchmark files):", "", "| profile | jobs | sum of job times | span |",
+              "|---|---:|---:|---:|"]
+        for prof, w in wf.items():
+            if w["run"]:
+                L.append(f"| {prof} | {w['jobs']} | {w['sum_job_seconds'] / 60:.1f} min | "
+                         f"{(w['span_seconds'] or 0) / 60:.1f} min |")
+            else:
+                L.append(f"| {prof} | not run | | |")
+        L.append("")
+    return "\n".join(L)
+
+
 # -------------------------------------------------------------------- main
 SECTIONS = ("overhead", "speedup", "estimator", "workflows")
 
@@ -961,7 +1033,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workflow-root", type=Path, default=Path("."),
                     help="project folder whose results/benchmarks/<profile>/ are read for 1d (default .)")
     ap.add_argument("--note", default=None, help="a note printed at the top of the summary (e.g. machine busy)")
+    ap.add_argument("--compact", type=Path, default=None, metavar="BENCH_JSON",
+                    help="print the headline tables of an earlier run's bench.json and exit")
     args = ap.parse_args(argv)
+    if args.compact:
+        print(compact_md(json.loads(args.compact.read_text())))
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.threads:

@@ -14,7 +14,7 @@ from conftest import batch, build_tiny
 
 
 # ------------------------------------------------------------------ schema
-def test_quick_run_writes_the_documented_files(tmp_path):
+def test_quick_run_writes_the_documented_files(tmp_path, capsys):
     root = tmp_path / "proj"
     tsv = root / "results" / "benchmarks" / "smoke" / "train" / "tiny" / "fp" / "seed0.tsv"
     tsv.parent.mkdir(parents=True)
@@ -76,6 +76,11 @@ def test_quick_run_writes_the_documented_files(tmp_path):
     assert res["verdicts"] and all({"target", "value", "met"} <= set(v) for v in res["verdicts"])
     mem = json.loads((out / "memory.json").read_text())["memory"]
     assert {"state", "optimizer", "estimator"} <= set(mem)
+    capsys.readouterr()
+    assert bench.main(["--compact", str(out / "bench.json")]) == 0
+    compact = capsys.readouterr().out
+    for head in ("Monitoring overhead", "Realised speedup", "AdamW state", "Estimators", "End-to-end"):
+        assert head in compact
 
 
 # ------------------------------------------------------- estimator arithmetic
