@@ -860,6 +860,12 @@ def summary_md(res: dict) -> str:
          f"torch {meta['versions']['torch']}, {meta['threads']} thread(s), {meta['cpu_count']} CPU(s), "
          f"load average {meta['loadavg_start']} at start, {meta['loadavg_end']} at end; "
          f"{meta['elapsed_s']:.0f} s in all.", ""]
+    if meta.get("updated_from"):
+        em = meta["updated_from"].get("earlier_meta") or {}
+        L += [f"Sections {', '.join(meta['updated_from']['sections_kept'])} come from the earlier run of "
+              f"{em.get('finished', '?')} (load average {em.get('loadavg_start')} at start, "
+              f"{em.get('loadavg_end')} at end, {em.get('elapsed_s', 0):.0f} s); the others were rerun "
+              f"with --update.", ""]
     if meta.get("contention_note"):
         L += [f"**Note:** {meta['contention_note']}", ""]
     L += ["Ratios come from one process: variants interleaved round by round (rotating order), "
@@ -1035,6 +1041,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workflow-root", type=Path, default=Path("."),
                     help="project folder whose results/benchmarks/<profile>/ are read for 1d (default .)")
     ap.add_argument("--note", default=None, help="a note printed at the top of the summary (e.g. machine busy)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the sections of OUT/bench.json that are not rerun (e.g. --sections estimator --update)")
     ap.add_argument("--compact", type=Path, default=None, metavar="BENCH_JSON",
                     help="print the headline tables of an earlier run's bench.json and exit")
     args = ap.parse_args(argv)
@@ -1084,6 +1092,15 @@ def main(argv: list[str] | None = None) -> int:
             "contention_note": args.note, "targets": TARGETS}
     res: dict = {"meta": meta}
     files: dict[str, object] = {}
+    if args.update and (out / "bench.json").exists():
+        # rerun some sections, keep the others from the earlier run in OUT
+        old = json.loads((out / "bench.json").read_text())
+        keep = {k: v for k, v in old.items() if k in SECTIONS and k not in sections}
+        res.update(keep)
+        for k in ("overhead", "speedup", "workflows"):
+            if k in keep:
+                files[k] = keep[k]
+        meta["updated_from"] = {"sections_kept": sorted(keep), "earlier_meta": old.get("meta")}
     t0 = time.perf_counter()
 
     def flush(final: bool = False) -> None:

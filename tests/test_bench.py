@@ -76,6 +76,14 @@ def test_quick_run_writes_the_documented_files(tmp_path, capsys):
     assert res["verdicts"] and all({"target", "value", "met"} <= set(v) for v in res["verdicts"])
     mem = json.loads((out / "memory.json").read_text())["memory"]
     assert {"state", "optimizer", "estimator"} <= set(mem)
+    # --update reruns some sections and keeps the others
+    assert bench.main(["--quick", "--threads", "1", "--out", str(out), "--workflow-root", str(tmp_path),
+                       "--sections", "workflows", "--update"]) == 0
+    upd = json.loads((out / "bench.json").read_text())
+    assert upd["overhead"] == res["overhead"] and upd["speedup"] == res["speedup"]
+    assert upd["workflows"]["smoke"]["run"] is False
+    assert upd["meta"]["updated_from"]["sections_kept"] == ["estimator", "overhead", "speedup"]
+    assert "rerun with --update" in (out / "summary.md").read_text()
     capsys.readouterr()
     assert bench.main(["--compact", str(out / "bench.json")]) == 0
     compact = capsys.readouterr().out
