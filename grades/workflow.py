@@ -72,6 +72,7 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
             raise ConfigError("workflow config: settings.base is reserved for the un-fine-tuned model")
         slugs[s] = name
     datasets = list(cfg["datasets"])
+    _check_sources(cfg)
     for m, mc in cfg["models"].items():
         if mc["dataset"] is None:
             mc["dataset"] = datasets[0]
@@ -88,6 +89,26 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
     for run in runs(cfg):
         run_config(cfg, run, model_dir="cache/x", data_dir="cache/y")  # raises on a bad field
     return cfg
+
+
+def _check_sources(cfg: dict) -> None:
+    """Model and dataset source specs and their options, checked at parse time (no preparing)."""
+    from . import data as gdata
+    from . import models as gmodels
+
+    for m, mc in cfg["models"].items():
+        try:
+            kind, _ = gmodels.parse_spec(mc["source"])
+            gmodels.check_options(kind, mc["options"])
+        except ConfigError as e:
+            raise ConfigError(f"workflow config: models.{m}.{e.args[0].removeprefix('model.')}") from None
+    for d, dc in cfg["datasets"].items():
+        try:
+            kind, arg = gdata.parse_spec(dc["source"])
+            if kind != "jsonl":
+                gdata.check_options("data", dc["options"], gdata._module(kind, arg).DEFAULTS)
+        except ConfigError as e:
+            raise ConfigError(f"workflow config: datasets.{d}.{e.args[0].removeprefix('data.')}") from None
 
 
 def runs(cfg: dict) -> list[Run]:
