@@ -56,5 +56,5 @@ def _weights(wc, input):
 
 def _all_evals():
     evals = [f"{run_dir(r)}/eval.json" for r in RUNS]
-    evals += [f"{RESULTS}/{m}/base/eval.json" for m, mc in W["models"].items() if mc["eval_base"]]
+    evals += [f"{RESULTS}/{m}/base/eval.json" for m in gw.enabled_models(W) if W["models"][m]["eval_base"]]
     return evals

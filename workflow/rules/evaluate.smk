@@ -22,6 +22,7 @@ rule evaluate:
         gpu=_res("evaluate", "gpu"),
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:
@@ -48,6 +49,7 @@ rule evaluate_base:
         gpu=_res("evaluate", "gpu"),
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:

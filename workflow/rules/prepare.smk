@@ -34,6 +34,7 @@ rule prepare_model:
     resources:
         mem_mb=_res("prepare", "mem_mb"),
         runtime=_res("prepare", "runtime"),
+        cpus_per_task=_res("prepare", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:

@@ -41,6 +41,7 @@ rule train:
         gpu=_res("train", "gpu"),
         mem_mb=_res("train", "mem_mb"),
         runtime=_res("train", "runtime"),
+        cpus_per_task=_res("train", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:
