@@ -30,6 +30,9 @@ from .config import ConfigError, closest
 from .schema import validate
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+#: tables written beside accuracy/efficiency when report.paper_models is set (grades.report.paper)
+PAPER_TABLES = ("paper_accuracy.csv", "paper_accuracy.md", "paper_reference.md", "paper_comparison.csv",
+                "paper_comparison.md", "paper_efficiency.csv", "paper_efficiency.md")
 
 
 def slug(name: str) -> str:
