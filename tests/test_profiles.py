@@ -58,6 +58,9 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     assert "gpu=4" in res and "mem_mb=180000" in res and "runtime=1068" in res
     assert "cpus_per_task=32" in res and "slurm_partition=gpu" in res
     assert "--backend vllm" in out and "--set threads=32" in out
+    prep = next(b for b in out.split("\nrule ") if b.startswith("prepare_model:") and "model=qwen3-14b" in b)
+    res = re.search(r"resources: (.*)", prep)[1]
+    assert "cpus_per_task=4" in res and "gpu=" not in res and "slurm_partition=cpu" in res
 
 
 def test_default_profile_runs_the_smoke_profile_locally():
@@ -163,3 +166,33 @@ def test_cli_dry_run_downloads_nothing(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "grades.prefetch", "--workflow-config", "config/paper.yaml",
                           "--dry-run", "--only", "modles"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "unknown kind" in bad.stderr
+
+
+def test_hf_model_prepared_as_links_into_the_prefetched_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from grades.fetch import FetchError
+    from grades.models import prepare_model
+
+    snap = tmp_path / "hub" / "models--Org--M" / "snapshots" / "0123abc"
+    (snap / "sub").mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap / "model-00001-of-00001.safetensors").write_bytes(b"w" * 10)
+    (snap / "sub" / "extra.txt").write_text("x")
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, local_files_only=False, **kw):
+        calls.append((repo_id, revision, local_files_only))
+        if repo_id != "Org/M":
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    out = prepare_model("hf:Org/M", tmp_path / "m", link=True)
+    assert calls == [("Org/M", None, True)]  # the cache only, never the network
+    assert (out / "config.json").is_symlink() and (out / "sub" / "extra.txt").resolve() == snap / "sub" / "extra.txt"
+    info = json.loads((out / "grades_model.json").read_text())
+    assert info["linked_files"] == 3 and info["hub_id"] == "Org/M" and info["snapshot"] == str(snap)
+    with pytest.raises(FetchError, match="run the prefetch step first"):
+        prepare_model("hf:Org/Other", tmp_path / "o", link=True)
+    assert not (tmp_path / "o").exists()

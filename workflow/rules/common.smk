@@ -32,14 +32,14 @@ def _res(rule, key):
 
 
 def _threads(rule):
-    """cpus of the job (jobs.<rule>), or every local core when it says 0."""
+    """cpus of the job (jobs.<rule>), or every core when it says 0 (--cores, at most this host's)."""
 
     def threads(wc):
         n = gw.job_resources(W, wc.model, rule)["cpus"] if hasattr(wc, "model") else W["jobs"][rule]["cpus"]
         if n:
             return n
         try:
-            return workflow.cores
+            return min(workflow.cores, os.cpu_count() or 1)
         except WorkflowError:  # a cluster run without --cores
             return 1
 
