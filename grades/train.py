@@ -413,7 +413,7 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
     """
     from .distributed import Dist
 
-    on_gpu = cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
+    on_gpu = (cfg.get("device") or "auto") in ("auto", "cuda") and torch.cuda.is_available()
     dd = Dist.from_env().init("cuda" if on_gpu else "cpu")  # no-op unless a launcher set WORLD_SIZE > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -472,7 +472,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     hooks = fault_hooks()
     if cfg.get("threads"):  # the job's threads, shared by the processes of this machine
         torch.set_num_threads(max(1, cfg["threads"] // dd.local_world))
-    device = resolve_device(cfg["device"], dd.local_rank)
+    device = resolve_device(cfg.get("device") or "auto", dd.local_rank)
     if dd.enabled:
         dd.check_batch(cfg["batch_size"])
     seed_everything(cfg["seed"])
@@ -508,7 +508,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
         tokenizer.pad_token = tokenizer.eos_token
     if device.type != "cpu":
         model.to(device)
-    if cfg["gradient_checkpointing"]:
+    if cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
         if cfg["mode"] == "lora":
@@ -595,7 +595,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     if saved is not None:
         set_rng_state(saved["rng"])
         del saved
-    autocast = (torch.autocast(device.type, dtype=getattr(torch, cfg["autocast"])) if cfg["autocast"]
+    autocast = (torch.autocast(device.type, dtype=getattr(torch, cfg["autocast"])) if cfg.get("autocast")
                 else contextlib.nullcontext())
     t0 = time.perf_counter()
     val0, train0, ckpt_s = ls.val_time, ls.train_time, 0.0
