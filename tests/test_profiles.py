@@ -41,7 +41,7 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     stats = job_stats(out)
     assert stats["train"] == stats["evaluate"] == 30 and stats["run_config"] == 30
     assert stats["evaluate_base"] == stats["prepare_model"] == 5 and stats["prepare_data"] == 1
-    assert stats["prefetch"] == 1
+    assert stats["prefetch"] == 1 and stats["total"] == 105  # + run_config x 30, tables, figures, all
     for m in MODELS:
         for s in SLUGS:
             assert f"results/runs/paper/{m}/{s}/seed0/train.json" in out
