@@ -8,7 +8,9 @@
                                    sha256-checked, loaded with transformers' GGUF support and
                                    re-saved as an fp32 checkpoint
 ``hf:ORG/NAME``                    a Hugging Face id, passed to ``from_pretrained`` (preparing
-                                   it downloads once into the cache: the prefetch step)
+                                   it downloads once into the cache: the prefetch step);
+                                   option ``link: true`` links the files of the prefetched
+                                   snapshot instead of loading and re-saving the model
 ``local:DIR`` or ``DIR``           an existing checkpoint directory, used as is
 =================================  ===========================================================
 
@@ -50,7 +52,7 @@ TINY_DEFAULTS: dict[str, Any] = {
     "pretrain_batch_size": 32, "pretrain_seq_len": 64, "pretrain_lr": 3.0e-3, "threads": 0,
 }
 GGUF_DEFAULTS: dict[str, Any] = {"sha256": "", "member": "", "wheel_cache": "", "dtype": "float32"}
-HF_DEFAULTS: dict[str, Any] = {"revision": "", "dtype": "auto"}
+HF_DEFAULTS: dict[str, Any] = {"revision": "", "dtype": "auto", "link": False}
 TINY_ARCHS = ("qwen3", "llama")
 
 
@@ -312,11 +314,40 @@ def _detach_gguf_quantizer(model) -> None:
 
 
 # ---------------------------------------------------------------------- Hub
+def _link_hf(model_id: str, o: dict, out: Path) -> dict:
+    """Symlink every file of the cached Hub snapshot into ``out`` (no load, no copy)."""
+    from huggingface_hub import snapshot_download
+
+    from .fetch import FetchError
+
+    try:
+        snap = Path(snapshot_download(model_id, revision=o["revision"] or None, local_files_only=True))
+    except Exception as e:  # LocalEntryNotFoundError & co: not prefetched
+        raise FetchError(f"model.source = 'hf:{model_id}' (link: true): no complete snapshot in the local HF cache "
+                         f"({type(e).__name__}); run the prefetch step first: python -m grades.prefetch "
+                         f"--workflow-config CONFIG") from e
+    if not (snap / "config.json").exists():
+        raise FetchError(f"model.source = 'hf:{model_id}': the cached snapshot {snap} has no config.json")
+    n = 0
+    for f in sorted(snap.rglob("*")):
+        if f.is_file():
+            dst = out / f.relative_to(snap)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(f.resolve())
+            n += 1
+    info: dict[str, Any] = {"hub_id": model_id, "snapshot": str(snap), "linked_files": n}
+    if o["revision"]:
+        info["revision"] = o["revision"]
+    return info
+
+
 def _build_hf(model_id: str, o: dict, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .fetch import FetchError
 
+    if o["link"]:
+        return _link_hf(model_id, o, out)
     kw = {"revision": o["revision"]} if o["revision"] else {}
     try:
         tok = AutoTokenizer.from_pretrained(model_id, **kw)

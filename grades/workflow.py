@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from .config import ConfigError, closest
 from .schema import validate
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+#: tables written beside accuracy/efficiency when report.paper_models is set (grades.report.paper)
+PAPER_TABLES = ("paper_accuracy.csv", "paper_accuracy.md", "paper_reference.md", "paper_comparison.csv",
+                "paper_comparison.md", "paper_efficiency.csv", "paper_efficiency.md")
 
 
 def slug(name: str) -> str:
@@ -83,6 +87,23 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
             if s not in cfg["settings"]:
                 raise ConfigError(f"workflow config: models.{m}: setting '{s}' is not defined under settings"
                                   f"{closest(s, cfg['settings'])}; known: {list(cfg['settings'])}")
+    for name, d in cfg["datasets"].items():
+        if not d["eval_tasks"] and not d["lm_eval_tasks"]:
+            raise ConfigError(f"workflow config: datasets.{name}: no evaluation task; set eval_tasks (local) "
+                              f"and/or lm_eval_tasks (lm-eval's own, e.g. [boolq, piqa])")
+    groups = {mc["group"] for mc in cfg["models"].values() if mc["group"]}
+    for g in cfg["groups"]:
+        if g not in groups:
+            raise ConfigError(f"workflow config: groups: '{g}' is not the group of any model{closest(g, groups)}; "
+                              f"known groups: {sorted(groups)}")
+    if not enabled_models(cfg):
+        raise ConfigError(f"workflow config: every model belongs to a group that is not enabled; "
+                          f"list one under groups (known: {sorted(groups)})")
+    for m in cfg["report"]["paper_models"]:
+        if m not in cfg["models"]:
+            raise ConfigError(f"workflow config: report.paper_models: '{m}' is not a key of models"
+                              f"{closest(m, cfg['models'])}")
+    _check_vlm(cfg)
     if cfg["report"]["baseline"] not in cfg["settings"]:
         first = next(iter(cfg["settings"]))
         cfg["report"]["baseline"] = first
@@ -111,9 +132,41 @@ def _check_sources(cfg: dict) -> None:
             raise ConfigError(f"workflow config: datasets.{d}.{e.args[0].removeprefix('data.')}") from None
 
 
+def _check_vlm(cfg: dict) -> None:
+    """The vlm block is declared, not expanded: check that its cross references hold."""
+    v = cfg.get("vlm")
+    if not v:
+        return
+    models, data = v.get("models") or {}, v.get("datasets") or {}
+    for name, e in (v.get("experiments") or {}).items():
+        where = f"workflow config: vlm.experiments.{name}"
+        if e["model"] not in models:
+            raise ConfigError(f"{where}.model = '{e['model']}' is not a key of vlm.models{closest(e['model'], models)}")
+        for d in ([e["train_data"]] if e.get("train_data") else []) + list(e.get("eval_data") or []):
+            if d not in data:
+                raise ConfigError(f"{where}: dataset '{d}' is not a key of vlm.datasets{closest(d, data)}")
+        for s, st in e["settings"].items():
+            m = st.get("method", "none")
+            if isinstance(m, dict):
+                from .methods import build_method
+
+                try:
+                    build_method(m)
+                except ConfigError as err:
+                    raise ConfigError(f"{where}.settings.{s}.method: {err}") from None
+
+
+def enabled_models(cfg: dict) -> list[str]:
+    """Models that run: those without a group, and those whose group is listed under ``groups``."""
+    return [m for m, mc in cfg["models"].items() if mc["group"] is None or mc["group"] in cfg["groups"]]
+
+
 def runs(cfg: dict) -> list[Run]:
     out = []
+    enabled = set(enabled_models(cfg))
     for m, mc in cfg["models"].items():
+        if m not in enabled:
+            continue
         for s in cfg["settings"]:
             if mc["settings_only"] is not None and s not in mc["settings_only"]:
                 continue
@@ -166,6 +219,76 @@ def run_config(cfg: dict, run: Run, model_dir: str, data_dir: str) -> dict:
         return load_run_config(rc)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+# ---------------------------------------------------------------- jobs
+def eval_gpus(cfg: dict, model: str) -> int:
+    mc = cfg["models"][model]
+    if mc["eval_gpus"] is not None:
+        return mc["eval_gpus"]
+    return 1 if mc["gpus"] > 0 else 0
+
+
+def job_resources(cfg: dict, model: str, rule: str) -> dict:
+    """Cluster resources of one job: ``{"gpu", "mem_mb", "runtime", "cpus"}``.
+
+    ``rule`` is ``train``, ``evaluate`` or ``prepare``. Scaled by the model's ``size_b``
+    (see the ``jobs`` block of the workflow schema); ``models.<m>.resources.<rule>``
+    overrides any of them. ``cpus`` 0 means "all local cores" (the Snakefile decides)."""
+    if rule not in ("train", "evaluate", "prepare"):
+        raise ValueError(f"no job resources for rule {rule!r}")
+    mc = cfg["models"][model]
+    j = cfg["jobs"][rule]
+    gpu = {"train": mc["gpus"], "evaluate": eval_gpus(cfg, model), "prepare": 0}[rule]
+    size = mc["size_b"] or 0.0
+    procs = max(1, gpu) if rule == "train" else 1
+    out = {
+        "gpu": gpu,
+        "mem_mb": int(math.ceil(j["mem_mb"] + j["mem_mb_per_b"] * size * procs)),
+        "runtime": int(math.ceil(j["runtime"] + j["runtime_per_b"] * size)),
+        "cpus": j["cpus_per_gpu"] * gpu if gpu else j["cpus"],
+    }
+    out.update(mc["resources"].get(rule, {}))
+    return out
+
+
+def train_launcher(cfg: dict, model: str, python: str) -> str:
+    """The command that starts ``grades.train`` for one model: the interpreter, or a
+    one-process-per-GPU launcher when the model trains on more than one GPU."""
+    n = cfg["models"][model]["gpus"]
+    py = quote(python)
+    if n <= 1:
+        return f"{py} -m grades.train"
+    la = cfg["launcher"]
+    extra = f" {la['args']}" if la["args"] else ""
+    if la["name"] == "accelerate":
+        return (f"{py} -m accelerate.commands.launch --num_processes {n} --num_machines 1"
+                f"{extra} --module grades.train")
+    return f"{py} -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node {n}{extra} -m grades.train"
+
+
+def eval_args(cfg: dict, model: str) -> str:
+    """Options of ``python -m grades.evaluate`` common to every evaluation of ``model``."""
+    e = cfg["eval"]
+    parts = [f"--backend {e['backend']}", f"--batch-size {e['batch_size']}", f"--dtype {e['dtype']}",
+             f"--num-fewshot {e['num_fewshot']}", f"--seed {e['seed']}"]
+    if e["limit"]:
+        parts.append(f"--limit {e['limit']}")
+    if e["lora"] == "merged":
+        parts.append("--merge-adapter")
+    if e["backend"] == "vllm":
+        parts += [f"--tensor-parallel-size {max(1, eval_gpus(cfg, model))}",
+                  f"--gpu-memory-utilization {e['gpu_memory_utilization']}"]
+        if e["max_model_len"]:
+            parts.append(f"--max-model-len {e['max_model_len']}")
+    else:
+        parts.append(f"--device {quote(e['device'])}")
+    return " ".join(parts)
+
+
+def eval_tasks(cfg: dict, model: str) -> list[str]:
+    d = cfg["datasets"][cfg["models"][model]["dataset"]]
+    return list(d["eval_tasks"]) + list(d["lm_eval_tasks"])
 
 
 def dumps(obj) -> str:

@@ -13,6 +13,10 @@ def main(argv=None) -> int:
     t.add_argument("--runs", required=True, help="results/runs/<profile>")
     t.add_argument("--out", required=True, help="results/tables/<profile>")
     t.add_argument("--baseline", default="FP", help="setting that speedups are relative to")
+    t.add_argument("--paper-models", default="",
+                   help="our model -> the paper's name, e.g. qwen3-14b=Qwen3-14B,phi-4=Phi4-14B: also write the "
+                        "paper-comparison tables (paper_*.csv/md)")
+    t.add_argument("--paper-dir", default="results/paper", help="the paper's numbers (accuracy_language.csv, ...)")
     f = sub.add_parser("figures", help="signal, frozen-fraction and freeze-step figures (PNG + PDF)")
     f.add_argument("--runs", required=True, help="results/runs/<profile>")
     f.add_argument("--out", required=True, help="figures/<profile>")
@@ -22,7 +26,8 @@ def main(argv=None) -> int:
     if args.cmd == "tables":
         from .tables import write_tables
 
-        for name, path in write_tables(args.runs, args.out, args.baseline).items():
+        pm = dict(kv.split("=", 1) for kv in args.paper_models.split(",") if kv.strip())
+        for name, path in write_tables(args.runs, args.out, args.baseline, args.paper_dir, pm).items():
             print(f"{name}: {path}")
     elif args.cmd == "figures":
         from .figures import write_figures

@@ -12,12 +12,17 @@ rule evaluate:
         py=PY,
         weights=_weights,
         tasks=lambda wc: _tasks(wc.model),
-        args=_eval_args(),
+        args=_eval_args,
     log:
         f"{LOGS}/evaluate/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: _threads("evaluate")
+    resources:
+        gpu=_res("evaluate", "gpu"),
+        mem_mb=_res("evaluate", "mem_mb"),
+        runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:
@@ -34,12 +39,17 @@ rule evaluate_base:
     params:
         py=PY,
         tasks=lambda wc: _tasks(wc.model),
-        args=_eval_args(),
+        args=_eval_args,
     log:
         f"{LOGS}/evaluate/{{model}}/base.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
-    threads: workflow.cores
+    threads: _threads("evaluate")
+    resources:
+        gpu=_res("evaluate", "gpu"),
+        mem_mb=_res("evaluate", "mem_mb"),
+        runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:

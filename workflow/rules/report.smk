@@ -1,6 +1,10 @@
 # Tables and figures, built only from run files.
 
 
+PAPER_MODELS = W["report"]["paper_models"]  # our model -> the paper's name: comparison tables too
+PAPER_TABLES = [f"{TABLES}/{n}" for n in gw.PAPER_TABLES] if PAPER_MODELS else []
+
+
 rule tables:
     input:
         evals=_all_evals(),
@@ -10,17 +14,20 @@ rule tables:
         accuracy_md=f"{TABLES}/accuracy.md",
         efficiency=f"{TABLES}/efficiency.csv",
         efficiency_md=f"{TABLES}/efficiency.md",
+        paper=PAPER_TABLES,
     params:
         py=PY,
         runs=lambda wc: RESULTS,  # the tables read every run file under it
         baseline=gw.quote(W["report"]["baseline"]),
+        paper=(f"--paper-dir {gw.quote(W['report']['paper_dir'] or 'results/paper')} --paper-models "
+               + gw.quote(",".join(f"{k}={v}" for k, v in PAPER_MODELS.items())) if PAPER_MODELS else ""),
     log:
         f"{LOGS}/tables.log",
     conda:
         ENV
     shell:
         "{params.py} -m grades.report tables --runs {params.runs} --out $(dirname {output.accuracy}) "
-        "--baseline {params.baseline} > {log} 2>&1"
+        "--baseline {params.baseline} {params.paper} > {log} 2>&1"
 
 
 FIGURE_NAMES = ["fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind", "freeze_heatmap"]
