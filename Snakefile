@@ -3,6 +3,7 @@
 #   snakemake --cores all                                   # embedded default (config/config.yaml)
 #   snakemake --cores all --configfile config/smoke.yaml    # CI smoke profile
 #   snakemake -n --configfile config/paper.yaml --profile workflow/profiles/slurm
+#   snakemake --cores all compare                           # second target: stopping methods compared
 #
 # All logic lives in the `grades` package; rules only wire files to its CLIs.
 
@@ -46,6 +47,7 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:
