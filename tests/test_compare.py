@@ -140,11 +140,42 @@ def test_pareto_figure_contents(runs_dir):
     # one error bar container per run (seeds apart), on each panel
     assert len(ax_time.containers) == 7 == len(ax_flops.containers)
     labels = {t.get_text() for t in ax_time.texts}
-    assert "[tau=8.0]" in labels and "LoRA+GradES s1" in labels  # sweep label shortened, seeds told apart
-    legend = {t.get_text() for t in fig.legends[0].get_texts()}
-    assert {"none", "es", "grades", "freezeout", "mine", "Pareto frontier", "base model (no fine-tuning)"} <= legend
+    # the shared 'LoRA+' is dropped, a sweep point keeps its grid values, seeds are told apart
+    assert labels == {"LoRA", "ES", "GradES s0", "GradES s1", "[tau=8.0]", "FreezeOut", "Mine"}
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"none", "es", "grades", "freezeout", "mine", "Pareto frontier"} <= set(legend)
+    assert "base model (no fine-tuning):\n40.0 ± 2.0%" in legend
+    assert any(ln.get_linestyle() == ":" for ln in ax_time.lines)  # 40% is close enough to be drawn
     # the frontier line goes through the non-dominated runs, cheapest first
     front = [ln for ln in ax_time.lines if ln.get_linestyle() == "--"][0]
     assert list(front.get_xdata()) == [80, 90, 150, 160, 170]
     cols = C.method_colours(["grades", "mine", "other", "mine"])  # methods outside the palette get their own
     assert list(cols) == ["grades", "mine", "other"] and len(set(cols.values())) == 3
+
+
+def test_point_labels_and_label_placement():
+    assert C.point_labels(["LoRA", "LoRA+ES", "LoRA+GradES", "LoRA+GradES[tau=2.0]"]) == \
+        {"LoRA": "LoRA", "LoRA+ES": "ES", "LoRA+GradES": "GradES", "LoRA+GradES[tau=2.0]": "[tau=2.0]"}
+    assert C.point_labels(["FP", "LoRA+ES"]) == {"FP": "FP", "LoRA+ES": "LoRA+ES"}
+    assert C.point_labels(["X[a=1]"]) == {"X[a=1]": "X[a=1]"}
+    # five runs on one spot: their labels are stacked, not drawn over each other
+    pts = pd.DataFrame({"model": "m", "setting": [f"LoRA+M{i}" for i in range(5)], "mode": "lora",
+                        "method": [f"m{i}" for i in range(5)], "seed": 0, "acc": 60.0, "acc_stderr": 1.0,
+                        "total_time_s": [100.0, 100.5, 101, 100, 100], "flops_total": 1e12, "tasks": "t"})
+    fig = C.pareto_figure(pts, "m")
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) == 5
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_base_far_below_the_runs_goes_to_the_legend_only():
+    pts = pd.DataFrame({"model": "m", "setting": ["A", "B"], "mode": "fp", "method": ["none", "grades"], "seed": 0,
+                        "acc": [80.0, 82.0], "acc_stderr": 1.0, "total_time_s": [10.0, 8.0],
+                        "flops_total": [2e12, 1e12], "tasks": "t"})
+    fig = C.pareto_figure(pts, "m", (30.0, 2.0))
+    assert not any(ln.get_linestyle() == ":" for ln in fig.axes[0].lines)
+    assert fig.axes[0].get_ylim()[0] > 70
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "base model (no fine-tuning):\n30.0 ± 2.0%, below the axis" in legend
+

@@ -3,7 +3,7 @@
 Runs the real workflow (config/smoke.yaml) in a scratch working directory, offline,
 then checks the acceptance criteria on the tables it produced, the run numbers against
 tests/golden/smoke.json, and that a rerun with nothing changed plans no job. About 7
-minutes on 2 CPU cores.
+minutes on 2 CPU cores, plus about 7 for the `compare` target (8 more tiny LoRA runs).
 """
 
 from __future__ import annotations

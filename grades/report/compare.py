@@ -23,6 +23,7 @@ the base model's accuracy (no fine-tuning) as a dotted line when it was evaluate
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -215,12 +216,68 @@ def method_colours(methods) -> dict[str, str]:
     return out
 
 
-def _point_label(setting: str, others: list[str]) -> str:
-    """Short label: a sweep point '<base>[k=v]' keeps only '[k=v]' when its base is also drawn."""
-    m = re.fullmatch(r"(.*)(\[.*\])", setting)
-    if m and m.group(1) in others:
-        return m.group(2)
-    return setting
+def point_labels(settings: list[str]) -> dict[str, str]:
+    """Short point labels: a prefix shared by every setting ('LoRA+') is dropped, and a
+    sweep point '<base>[k=v]' keeps only '[k=v]' when its base is drawn too."""
+    prefix = ""
+    if len(settings) > 1:  # 'LoRA', 'LoRA+ES', 'LoRA+GradES' -> 'LoRA', 'ES', 'GradES'
+        common = os.path.commonprefix([s + "+" for s in settings])
+        prefix = common[:common.rfind("+") + 1]
+    out = {}
+    for s in settings:
+        m = re.fullmatch(r"(.*)(\[.*\])", s)
+        if m and m.group(1) in settings:
+            out[s] = m.group(2)
+        else:
+            out[s] = s[len(prefix):] if prefix and len(s) > len(prefix) else s
+    return out
+
+
+# label positions tried in turn (offset in points from the marker, horizontal alignment)
+_LABEL_SLOTS = [(6, 3, "left"), (6, -10, "left"), (-6, 3, "right"), (-6, -10, "right"), (6, 12, "left"),
+                (-6, 12, "right"), (6, -19, "left"), (-6, -19, "right"), (6, 21, "left"), (-6, 21, "right")]
+
+
+def _overlap(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def place_labels(ax, xs, ys, labels, fontsize: float = 7) -> list:
+    """Annotate each point with its label at the first slot that overlaps no label, no other
+    marker and stays inside the axes (else the slot with the least overlap)."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()  # settle the layout and the limits, so display coordinates are final
+    renderer = fig.canvas.get_renderer()
+    disp = ax.transData.transform(np.column_stack([xs, ys]))
+    r = 5 * fig.dpi / 72  # half a marker, in pixels
+    markers = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in disp]
+    frame = ax.get_window_extent(renderer)
+    placed, texts = [], []
+    for i in np.argsort(-np.asarray(ys, dtype=float), kind="stable"):
+        best = None
+        for dx, dy, ha in _LABEL_SLOTS:
+            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                            fontsize=fontsize, color="#333333", zorder=4)
+            bb = t.get_window_extent(renderer)
+            cost = sum(_overlap(bb, o) for o in placed) + sum(_overlap(bb, m) for j, m in enumerate(markers)
+                                                              if j != i)
+            outside = bb.width * bb.height - _overlap(bb, frame)
+            cost += 10 * outside
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, t, bb)
+            else:
+                t.remove()
+            if cost == 0:
+                break
+        placed.append(best[2])
+        texts.append(best[1])
+    return texts
 
 
 def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | None = None):
@@ -241,43 +298,50 @@ def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | 
         return fig
     pts = pts[pts["acc"].notna()].copy()
     colours = method_colours(pts["method"])
-    settings = list(dict.fromkeys(pts["setting"]))
+    short = point_labels(list(dict.fromkeys(pts["setting"])))
     n_seeds = pts.groupby("setting")["seed"].nunique()
+    labels = [short[s] + (f" s{k}" if n_seeds[s] > 1 else "") for s, k in zip(pts["setting"], pts["seed"])]
+    # the base model's line is drawn when it does not squash the runs into a band of the panel
+    lo = float((pts["acc"] - pts["acc_stderr"].fillna(0)).min())
+    hi = float((pts["acc"] + pts["acc_stderr"].fillna(0)).max())
+    show_base = base is not None and np.isfinite(base[0])
+    base_in_view = show_base and base[0] >= lo - (hi - lo) - 1
     for ax, col, xlabel in ((axes[0], "total_time_s", "total time (s): training + validation"),
                             (axes[1], "flops_total", "FLOPs: training + validation")):
         for _, r in pts.iterrows():
             ax.errorbar(r[col], r["acc"], yerr=r["acc_stderr"] if np.isfinite(r["acc_stderr"]) else None,
                         fmt=MODE_MARKERS.get(r["mode"], "D"), color=colours[r["method"]], ms=7, mec="white",
                         mew=0.6, elinewidth=1, capsize=2.5, alpha=0.9, zorder=3)
-            label = _point_label(r["setting"], settings) + (f" s{r['seed']}" if n_seeds[r["setting"]] > 1 else "")
-            ax.annotate(label, (r[col], r["acc"]), xytext=(5, 4), textcoords="offset points", fontsize=7,
-                        color="#333333", zorder=4)
         mask = pareto_mask(pts[col], pts["acc"])
         front = pts[mask].sort_values([col, "acc"])
         if len(front):
             ax.plot(front[col], front["acc"], drawstyle="steps-post", color="black", lw=1.2, ls="--", zorder=2)
             ax.scatter(front[col], front["acc"], s=150, facecolors="none", edgecolors="black", lw=1.2, zorder=5)
-        if base is not None and np.isfinite(base[0]):
+        if base_in_view:
             ax.axhline(base[0], color="#555555", ls=":", lw=1.2, zorder=1)
         x = pts[col].to_numpy(dtype=float)
         x = x[np.isfinite(x) & (x > 0)]
         if len(x) and x.max() / x.min() > 20:
             ax.set_xscale("log")
         else:
-            lo, hi = (x.min(), x.max()) if len(x) else (0, 1)
-            pad = 0.08 * (hi - lo) if hi > lo else 0.1 * max(hi, 1)
-            ax.set_xlim(max(0, lo - pad), hi + 2.5 * pad)  # room for the labels on the right
+            xlo, xhi = (x.min(), x.max()) if len(x) else (0, 1)
+            pad = 0.08 * (xhi - xlo) if xhi > xlo else 0.1 * max(xhi, 1)
+            ax.set_xlim(max(0, xlo - pad), xhi + 2.5 * pad)  # room for the labels on the right
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
     tasks = pts["tasks"].dropna()
     task = tasks.iloc[0] if len(tasks) and tasks.iloc[0] else "accuracy"
     axes[0].set_ylabel(f"accuracy (%) on {task}, ± 1 s.e.")
+    for ax, col in ((axes[0], "total_time_s"), (axes[1], "flops_total")):
+        place_labels(ax, pts[col].to_numpy(dtype=float), pts["acc"].to_numpy(dtype=float), labels)
     handles = [Line2D([], [], ls="", marker="o", color=c, ms=8, label=m) for m, c in colours.items()]
     handles += [Line2D([], [], ls="", marker=mk, color="#444444", mfc="white", ms=7, label=f"mode {md}")
                 for md, mk in MODE_MARKERS.items() if md in set(pts["mode"])]
     handles.append(Line2D([], [], ls="--", color="black", marker="o", mfc="none", ms=9, label="Pareto frontier"))
-    if base is not None and np.isfinite(base[0]):
-        handles.append(Line2D([], [], ls=":", color="#555555", label="base model (no fine-tuning)"))
+    if show_base:
+        where = "" if base_in_view else ", below the axis"
+        handles.append(Line2D([], [], ls=":" if base_in_view else "", color="#555555",
+                              label=f"base model (no fine-tuning):\n{base[0]:.1f} ± {base[1]:.1f}%{where}"))
     fig.legend(handles=handles, loc="outside right upper", title="method", fontsize=8, title_fontsize=9)
     fig.suptitle(f"{model}: accuracy against cost, one point per run (frontier: not beaten on both axes)")
     return fig
