@@ -4,6 +4,7 @@
 #   snakemake --cores all --configfile config/smoke.yaml    # CI smoke profile
 #   snakemake -n --configfile config/paper.yaml --profile workflow/profiles/slurm
 #   snakemake prefetch --configfile config/paper.yaml     # Hub downloads, on a login node
+#   snakemake --cores all compare                           # second target: stopping methods compared
 #
 # All logic lives in the `grades` package; rules only wire files to its CLIs.
 
@@ -61,6 +62,7 @@ localrules:
     tables,
     figures,
     prefetch,
+include: "workflow/rules/compare.smk"
 
 
 rule all:

@@ -12,11 +12,18 @@ Paths (the run contract)::
     results/runs/<profile>/<model>/<setting>/seed<k>/{run.yaml,train.json,eval.json,...}
     results/runs/<profile>/<model>/base/eval.json
     results/tables/<profile>/*.{csv,md}         figures/<profile>/*.{png,pdf}
+
+Two targets: the main one (``runs``) and ``compare`` (``compare_runs``: the settings
+of the ``compare:`` block and the ``sweeps:``, plus the main settings it includes,
+whose runs are shared). Compare-only and sweep settings are merged into
+``cfg["settings"]`` by :func:`load`, so every rule resolves them like any setting;
+``cfg["extra"]`` records which target each of them belongs to.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import re
@@ -67,6 +74,7 @@ class Run:
 def load(config: dict, schema: str | Path = SCHEMA) -> dict:
     """Validate, fill defaults, and validate every run config it implies."""
     cfg = validate(config, schema, "workflow config")
+    _expand_extra(cfg)
     slugs: dict[str, str] = {}
     for name in cfg["settings"]:
         s = slug(name)
@@ -74,6 +82,9 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
             raise ConfigError(f"workflow config: settings '{name}' and '{slugs[s]}' map to the same path '{s}'")
         if s == "base":
             raise ConfigError("workflow config: settings.base is reserved for the un-fine-tuned model")
+        if len(s) > 120:
+            raise ConfigError(f"workflow config: setting '{name}' makes a path name of {len(s)} characters "
+                              f"(at most 120); use shorter names or fewer sweep grid keys")
         slugs[s] = name
     datasets = list(cfg["datasets"])
     _check_sources(cfg)
@@ -107,7 +118,7 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
     if cfg["report"]["baseline"] not in cfg["settings"]:
         first = next(iter(cfg["settings"]))
         cfg["report"]["baseline"] = first
-    for run in runs(cfg):
+    for run in dict.fromkeys(runs(cfg) + compare_runs(cfg)):
         run_config(cfg, run, model_dir="cache/x", data_dir="cache/y")  # raises on a bad field
     return cfg
 
@@ -162,17 +173,145 @@ def enabled_models(cfg: dict) -> list[str]:
 
 
 def runs(cfg: dict) -> list[Run]:
+    """Runs of the main target (``snakemake all``)."""
+    extra = cfg.get("extra", {})
     out = []
     enabled = set(enabled_models(cfg))
     for m, mc in cfg["models"].items():
         if m not in enabled:
             continue
         for s in cfg["settings"]:
-            if mc["settings_only"] is not None and s not in mc["settings_only"]:
+            if s in extra:
+                if extra[s]["target"] != "all" or m not in extra[s]["models"]:
+                    continue
+            elif mc["settings_only"] is not None and s not in mc["settings_only"]:
                 continue
             for seed in cfg["seeds"]:
                 out.append(Run(m, s, seed))
     return out
+
+
+# ------------------------------------------------------------ compare, sweeps
+def compare_models(cfg: dict) -> list[str]:
+    """Models of the comparison: compare.models, plus the models of every sweep."""
+    models = list(cfg["compare"]["models"] if cfg["compare"]["models"] is not None else cfg["models"])
+    for info in cfg.get("extra", {}).values():
+        models += [m for m in info["models"] if m not in models]
+    return models
+
+
+def compare_runs(cfg: dict) -> list[Run]:
+    """Runs of the ``compare`` target, model by model: the included main settings
+    (runs shared with the main target), then compare-only and sweep settings."""
+    extra = cfg.get("extra", {})
+    include = cfg["compare"]["include"]
+    cmodels = cfg["compare"]["models"] if cfg["compare"]["models"] is not None else list(cfg["models"])
+    out = []
+    for m in compare_models(cfg):
+        only = cfg["models"][m]["settings_only"]
+        for s in cfg["settings"]:
+            if s in extra:
+                if m not in extra[s]["models"]:
+                    continue
+            elif m not in cmodels or s not in (include if include is not None else only or cfg["settings"]):
+                continue
+            for seed in cfg["seeds"]:
+                out.append(Run(m, s, seed))
+    return out
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)  # shortest text that reads back as the same float: no two values share a name
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+# run-config fields a sweep may not vary: they identify the run or are set by the workflow
+_FIXED_FIELDS = {"name": "the setting's display name", "mode": "set it in the base setting",
+                 "seed": "use `seeds:`", "model": "set by the workflow from `models:`",
+                 "data.source": "set by the workflow from `datasets:`", "threads": "set by the workflow"}
+
+
+def sweep_settings(name: str, sweep: dict) -> dict[str, dict]:
+    """{display name: {dotted run-config key: value}} of one sweep, in grid order.
+
+    Names are '<base>[k1=v1,k2=v2]' where k is the last part of the dotted key
+    ('method.tau' -> 'tau'), or the whole key if two grid keys share that last part."""
+    grid = sweep["grid"]
+    where = f"workflow config: sweeps.{name}.grid"
+    for key, values in grid.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+            raise ConfigError(f"{where}: key '{key}' is not a dotted run-config path such as method.tau or optim.lr")
+        for fixed, why in _FIXED_FIELDS.items():
+            if key == fixed or key.startswith(fixed + ".") and fixed != "data.source":
+                raise ConfigError(f"{where}: '{key}' cannot be swept ({why})")
+        if len(set(map(_fmt_value, values))) != len(values):
+            raise ConfigError(f"{where}.{key}: repeated value in {values}")
+    lasts = [k.rsplit(".", 1)[-1] for k in grid]
+    labels = [last if lasts.count(last) == 1 else key for key, last in zip(grid, lasts)]
+    out = {}
+    for combo in itertools.product(*grid.values()):
+        label = ",".join(f"{lab}={_fmt_value(v)}" for lab, v in zip(labels, combo))
+        out[f"{sweep['base']}[{label}]"] = dict(zip(grid, combo))
+    return out
+
+
+def _check_models(models, cfg, where) -> list[str]:
+    known = list(cfg["models"])
+    for m in models:
+        if m not in known:
+            raise ConfigError(f"workflow config: {where}: model '{m}' is not a key of models{closest(m, known)}; "
+                              f"known: {known}")
+    return list(models)
+
+
+def _expand_extra(cfg: dict) -> None:
+    """Merge compare-only and sweep settings into cfg['settings']; record them in cfg['extra']."""
+    comp = cfg["compare"]
+    cmodels = _check_models(comp["models"] if comp["models"] is not None else list(cfg["models"]), cfg,
+                            "compare.models")
+    for s in comp["include"] or []:
+        if s not in cfg["settings"]:
+            raise ConfigError(f"workflow config: compare.include: setting '{s}' is not defined under settings"
+                              f"{closest(s, cfg['settings'])}; known: {list(cfg['settings'])}")
+    extra: dict[str, dict] = {}
+    for s, st in comp["settings"].items():
+        if s in cfg["settings"]:
+            raise ConfigError(f"workflow config: compare.settings.{s} is already defined under settings; "
+                              f"list it in compare.include to share its runs instead")
+        cfg["settings"][s] = st
+        extra[s] = {"target": "compare", "models": cmodels, "sweep": None}
+    for name, sw in cfg["sweeps"].items():
+        where = f"sweeps.{name}"
+        base = sw["base"]
+        if base not in cfg["settings"] or base in extra and extra[base]["sweep"] is not None:
+            known = [s for s in cfg["settings"] if s not in extra or extra[s]["sweep"] is None]
+            raise ConfigError(f"workflow config: {where}.base = '{base}' is not a setting of settings or "
+                              f"compare.settings{closest(base, known)}; known: {known}")
+        models = _check_models(sw["models"] if sw["models"] is not None else cmodels, cfg, f"{where}.models")
+        for s, values in sweep_settings(name, sw).items():
+            if s in cfg["settings"]:
+                raise ConfigError(f"workflow config: {where} makes setting '{s}', which is already defined")
+            cfg["settings"][s] = copy.deepcopy(cfg["settings"][base])
+            extra[s] = {"target": sw["target"], "models": models,
+                        "sweep": {"name": name, "base": base, "values": values}}
+    cfg["extra"] = extra
+
+
+def _set_path(rc: dict, key: str, value, where: str) -> None:
+    node = rc
+    *parents, leaf = key.split(".")
+    for i, k in enumerate(parents):
+        if isinstance(node.get(k), str) and k == "method":
+            node[k] = {"name": node[k]}  # method: grades -> {name: grades}
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: '{key}': '{'.'.join(parents[:i + 1])}' is not a mapping in the run config")
+    node[leaf] = copy.deepcopy(value)
 
 
 def setting_by_slug(cfg: dict, s: str) -> str:
@@ -191,6 +330,9 @@ def run_config(cfg: dict, run: Run, model_dir: str, data_dir: str) -> dict:
     ft = deep_merge(cfg["finetune"], mc["finetune"])
     ft = deep_merge(ft, st["finetune"])
     over = mc["settings"].get(run.setting, {})
+    sweep = (cfg.get("extra", {}).get(run.setting) or {}).get("sweep")
+    if sweep:  # the model's own values for the base setting (e.g. its tau) hold unless the grid sets them
+        over = deep_merge(mc["settings"].get(sweep["base"], {}), over)
     ft = deep_merge(ft, {k: v for k, v in over.items() if k != "method"})
     lr = ft.pop("lr", None)
     if isinstance(lr, dict):
@@ -215,6 +357,10 @@ def run_config(cfg: dict, run: Run, model_dir: str, data_dir: str) -> dict:
         "data": deep_merge({"source": f"jsonl:{data_dir}"}, data_over),
     }
     where = f"workflow config (model '{run.model}', setting '{run.setting}')"
+    if sweep:
+        where = f"workflow config (sweeps.{sweep['name']}, model '{run.model}', setting '{run.setting}')"
+        for key, value in sweep["values"].items():
+            _set_path(rc, key, value, where)
     try:
         return load_run_config(rc)
     except ConfigError as e:
@@ -322,8 +468,11 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for r in runs(cfg):
+    main = runs(cfg)
+    for r in main:
         print(f"{cfg['profile']}/{r.model}/{r.slug}/seed{r.seed}")
+    for r in compare_runs(cfg):
+        print(f"{cfg['profile']}/{r.model}/{r.slug}/seed{r.seed}\t(compare{', shared' if r in main else ''})")
     return 0
 
 

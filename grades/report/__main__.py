@@ -1,4 +1,4 @@
-"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR."""
+"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR; compare --runs DIR --tables DIR."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def main(argv=None) -> int:
     f.add_argument("--out", required=True, help="figures/<profile>")
     f.add_argument("--layer", type=int, default=None,
                    help="layer drawn in fig1_layer_signals (default: the middle layer of each model)")
+    c = sub.add_parser("compare", help="comparison table of stopping methods and Pareto figures")
+    c.add_argument("--runs", required=True, help="results/runs/<profile>")
+    c.add_argument("--tables", required=True, help="results/tables/<profile>: comparison.{csv,md}")
+    c.add_argument("--figures", default=None, help="figures/<profile>: pareto_<model>.{png,pdf}")
+    c.add_argument("--select", nargs="+", default=None, metavar="MODEL/SLUG[/seedK]",
+                   help="compare only these runs (default: every finished run under --runs)")
+    c.add_argument("--models", nargs="+", default=None, help="draw a Pareto figure for each of these models")
     args = ap.parse_args(argv)
     if args.cmd == "tables":
         from .tables import write_tables
@@ -33,6 +40,11 @@ def main(argv=None) -> int:
         from .figures import write_figures
 
         for name, path in write_figures(args.runs, args.out, args.layer).items():
+            print(f"{name}: {path}")
+    elif args.cmd == "compare":
+        from .compare import write_comparison
+
+        for name, path in write_comparison(args.runs, args.tables, args.figures, args.select, args.models).items():
             print(f"{name}: {path}")
     return 0
 
