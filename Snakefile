@@ -53,7 +53,9 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/bench.smk"
 include: "workflow/rules/prefetch.smk"
+include: "workflow/rules/compare.smk"
 
 
 # cheap bookkeeping, and the prefetch that needs the login node's internet: never cluster jobs
@@ -62,7 +64,6 @@ localrules:
     tables,
     figures,
     prefetch,
-include: "workflow/rules/compare.smk"
 
 
 rule all:

@@ -41,8 +41,13 @@ def _unwrap(model):
 
 class GradESCallback(TrainerCallback):
     def __init__(self, config: GradESConfig | None = None, output_dir: str | Path | None = None,
-                 resume_from: str | Path | None = None, **kwargs) -> None:
+                 resume_from: str | Path | None = None, savings=None, **kwargs) -> None:
         self.config = config if config is not None else GradESConfig(**kwargs)
+        if savings is not None:  # grades.savings.SavingsConfig or a dict of its fields; None: plain freeze
+            from .savings import SavingsConfig
+
+            savings = savings if isinstance(savings, SavingsConfig) else SavingsConfig.from_dict(savings)
+        self.savings = savings
         self.output_dir = Path(output_dir) if output_dir else None
         self.resume_from = Path(resume_from) if resume_from else None
         self.controller: Controller | None = None
@@ -54,7 +59,8 @@ class GradESCallback(TrainerCallback):
             if model is None:
                 raise RuntimeError("GradESCallback: the Trainer passed no model to the callback")
             planned = int(state.max_steps) if state.max_steps and state.max_steps > 0 else 1
-            self.controller = Controller(_unwrap(model), optimizer, GradES(self.config), planned)
+            self.controller = Controller(_unwrap(model), optimizer, GradES(self.config), planned,
+                                         savings=self.savings)
         elif optimizer is not None:
             self.controller.set_optimizer(optimizer)
         return self.controller

@@ -28,7 +28,7 @@ from .methods.base import Decision, MethodContext, StoppingMethod
 
 class Controller:
     def __init__(self, model: torch.nn.Module, optimizer, method: StoppingMethod, planned_steps: int,
-                 components: list[Component] | None = None) -> None:
+                 components: list[Component] | None = None, savings=None) -> None:
         self.model = model
         self.method = method
         self.components = components if components is not None else discover_components(model)
@@ -38,9 +38,19 @@ class Controller:
         self.stop_reason: str | None = None
         self.stop_step: int | None = None
         method.bind(MethodContext(model, self.components, planned_steps, self.freezer.frozen))
+        # optional savings beyond a plain freeze (grades.savings): applied after every freeze decision
+        self.savings = None
+        if savings is not None:
+            from .savings import Savings, SavingsConfig
+
+            scfg = savings if isinstance(savings, SavingsConfig) else SavingsConfig.from_dict(savings)
+            if scfg.any:
+                self.savings = Savings(model, self.components, scfg, optimizer)
 
     def set_optimizer(self, optimizer) -> None:
         self.freezer.optimizer = optimizer
+        if self.savings is not None:
+            self.savings.set_optimizer(optimizer)
 
     # ----------------------------------------------------------------- hooks
     def before_optimizer_step(self, step: int) -> bool:
@@ -75,6 +85,8 @@ class Controller:
             hook = getattr(self.method, "on_freeze", None)
             if hook is not None:
                 hook(decision.freeze)
+            if self.savings is not None:
+                self.savings.sync(self.freezer.frozen)
         if decision.stop and not self.should_stop:
             self.should_stop = True
             self.stop_reason = decision.reason or "stopped by method"
@@ -123,6 +135,7 @@ class Controller:
             "stop_step": self.stop_step,
             "released_optimizer_bytes": self.freezer.released_optimizer_bytes,
             "first_freeze_step": min((e.step for e in self.events), default=None),
+            **({"savings": self.savings.summary()} if self.savings is not None else {}),
         }
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
@@ -142,6 +155,8 @@ class Controller:
 
     def load_state_dict(self, state: dict) -> None:
         self.freezer.load_state_dict(state["freezer"])
+        if self.savings is not None:  # re-apply merges / truncation / pruning for the restored frozen set
+            self.savings.sync(self.freezer.frozen)
         self.method.load_state_dict(state["method"])
         self.should_stop = state["should_stop"]
         self.stop_reason = state["stop_reason"]

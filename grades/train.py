@@ -543,7 +543,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     scheduler = get_scheduler(cfg["schedule"]["name"], optimizer,
                               num_warmup_steps=int(cfg["schedule"]["warmup_ratio"] * steps),
                               num_training_steps=steps)
-    ctl = Controller(model, optimizer, method, steps)
+    ctl = Controller(model, optimizer, method, steps, savings=cfg.get("savings"))  # grades.savings
     meter = FlopsMeter(model)
     ls = LoopState()
     every = cfg["checkpoint_every"]
