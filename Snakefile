@@ -53,3 +53,4 @@ rule all:
     input:
         rules.tables.output,
         rules.figures.output,
+        MULTIMODAL_OUTPUTS,
