@@ -71,3 +71,4 @@ rule all:
     input:
         rules.tables.output,
         rules.figures.output,
+        MULTIMODAL_OUTPUTS,

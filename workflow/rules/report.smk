@@ -50,3 +50,33 @@ rule figures:
     shell:
         "{params.py} -m grades.report figures --runs {params.runs} --out $(dirname {output.fig1}) "
         "{params.layer} > {log} 2>&1"
+
+
+# Vision-language models (VLMS, evaluate.smk): the multimodal table and the VLM
+# convergence figure; part of `all` only when the profile has a VLM.
+MULTIMODAL_OUTPUTS = (
+    [f"{TABLES}/multimodal.csv", f"{TABLES}/multimodal.md", f"{FIGURES}/vlm_convergence.png",
+     f"{FIGURES}/vlm_convergence.pdf"] if VLMS else []
+)
+
+
+rule multimodal:
+    input:
+        evals=[f"{run_dir(r)}/eval.json" for r in RUNS if r.model in VLMS]
+        + [f"{RESULTS}/{m}/base/eval.json" for m in VLMS if W["models"][m]["eval_base"]],
+        trains=[f"{run_dir(r)}/train.json" for r in RUNS if r.model in VLMS],
+    output:
+        table=f"{TABLES}/multimodal.csv",
+        table_md=f"{TABLES}/multimodal.md",
+        png=f"{FIGURES}/vlm_convergence.png",
+        pdf=f"{FIGURES}/vlm_convergence.pdf",
+    params:
+        py=PY,
+        runs=lambda wc: RESULTS,
+    log:
+        f"{LOGS}/multimodal.log",
+    conda:
+        ENV
+    shell:
+        "{params.py} -m grades.report multimodal --runs {params.runs} --tables $(dirname {output.table}) "
+        "--figures $(dirname {output.png}) > {log} 2>&1"
