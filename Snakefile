@@ -3,6 +3,8 @@
 #   snakemake --cores all                                   # embedded default (config/config.yaml)
 #   snakemake --cores all --configfile config/smoke.yaml    # CI smoke profile
 #   snakemake -n --configfile config/paper.yaml --profile workflow/profiles/slurm
+#   snakemake prefetch --configfile config/paper.yaml     # Hub downloads, on a login node
+#   snakemake --cores all compare                           # second target: stopping methods compared
 #
 # All logic lives in the `grades` package; rules only wire files to its CLIs.
 
@@ -17,6 +19,11 @@ from grades.config import ConfigError
 
 if not config:  # a --configfile replaces the default instead of being merged into it
     configfile: "config/config.yaml"
+
+# jobs read the Hugging Face cache only (the `prefetch` target downloads, on a login node);
+# an explicit HF_HUB_OFFLINE=0 in the environment is kept
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 try:
     W = gw.load(config)
@@ -47,6 +54,16 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/bench.smk"
+include: "workflow/rules/prefetch.smk"
+include: "workflow/rules/compare.smk"
+
+
+# cheap bookkeeping, and the prefetch that needs the login node's internet: never cluster jobs
+localrules:
+    run_config,
+    tables,
+    figures,
+    prefetch,
 
 
 rule all:
@@ -54,3 +71,4 @@ rule all:
     input:
         rules.tables.output,
         rules.figures.output,
+        MULTIMODAL_OUTPUTS,

@@ -496,7 +496,7 @@ def workflow_run_config(path: str | Path, model: str | None, setting: str | None
         model = models[0]
     if model not in W["models"]:
         raise CalibrationError(f"--model = '{model}' is not a model of {p}{closest(model, models)}; known: {models}")
-    allowed = [r.setting for r in gw.runs(W) if r.model == model]
+    allowed = [r.setting for r in gw.runs(W) + gw.compare_runs(W) if r.model == model]
     allowed = list(dict.fromkeys(allowed))
     if setting is None:
         def is_grades(s):

@@ -3,6 +3,13 @@
 Used by both training front ends — our own loop (:mod:`grades.train`) and the
 Hugging Face callback (:mod:`grades.callback`) — so freezing, stopping, events and
 the signal history behave the same in both.
+
+Distributed training (an initialised ``torch.distributed`` process group with more
+than one rank): every rank runs the method on its own (so its state stays complete on
+every rank), but the decision applied is rank 0's, broadcast to all
+(:func:`grades.distributed.agree`). All ranks therefore freeze the same matrices at the
+same step and stop at the same step, even if their signals differed in the last bit.
+The hooks must be called at the same steps on every rank (they are, in lockstep training).
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ class Controller:
             hook(step)
 
     def _apply(self, decision: Decision | None, step: int) -> bool:
+        if self.method.name != "none":  # plain training never decides anything: nothing to agree on
+            from .distributed import agree
+
+            decision = agree(decision)
         if decision is None:
             return self.should_stop
         if decision.freeze:

@@ -48,6 +48,7 @@ compute it (the local tasks mirror ``social_iqa``, which only reports ``acc``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -307,6 +308,29 @@ def read_adapter_config(adapter: str | os.PathLike) -> dict[str, Any]:
         raise EvalConfigError(f"{cfg}: invalid JSON ({e})") from None
 
 
+def merge_adapter(model: str | os.PathLike, adapter: str | os.PathLike, out: str | os.PathLike,
+                  dtype: str = "float32") -> Path:
+    """Merge a PEFT LoRA adapter into its base model and save a plain checkpoint in ``out``.
+
+    The ``eval.lora: merged`` path: backends then score an ordinary model (vLLM without
+    LoRA kernels, or no PEFT at evaluation time). The tokenizer is taken from the
+    adapter directory when it has one (grades.train saves it there), else from the model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out)
+    tdtype = getattr(torch, dtype) if dtype not in ("auto", None) else "auto"
+    base = AutoModelForCausalLM.from_pretrained(str(model), dtype=tdtype)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(out)
+    tok_src = adapter if any((Path(adapter) / f).is_file() for f in TOKENIZER_FILES) else model
+    AutoTokenizer.from_pretrained(str(tok_src)).save_pretrained(out)
+    (out / "grades_merged.json").write_text(json.dumps({"base": str(model), "adapter": str(adapter),
+                                                        "dtype": dtype}, indent=2) + "\n")
+    return out
+
+
 def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
                        adapter: str | os.PathLike | None = None, backend: str = "hf",
                        batch_size: int | str = 16, dtype: str = "float32",
@@ -375,8 +399,13 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
              samples_out: str | os.PathLike | None = None, gpu_memory_utilization: float = 0.9,
              tensor_parallel_size: int = 1, max_model_len: int | None = None,
              threads: int | None = None, tokenizer: str | os.PathLike | None = None,
-             quiet: bool = True) -> dict[str, Any]:
+             quiet: bool = True, merge: bool = False,
+             merge_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (+ optional PEFT ``adapter``) and return (and write) the summary.
+
+    ``merge``: merge the adapter into the model first (:func:`merge_adapter`, into a
+    temporary directory under ``merge_dir`` or ``$GRADES_MERGE_DIR``, removed afterwards)
+    and evaluate the merged model; eval.json records ``lora: "merged"``.
 
     ``threads`` sets torch's intra-op threads for the run (restored afterwards); on a
     shared CPU, oversubscription is ruinous (2 threads on a busy 2-core box: ~10x slower).
@@ -420,6 +449,33 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         _quiet_libraries()
     import lm_eval
 
+    lora_mode = None if adapter_dir is None else ("merged" if merge else "adapter")
+    eval_model, eval_adapter = model_dir, adapter_dir
+    with contextlib.ExitStack() as stack:
+        if merge and adapter_dir is not None:
+            mdir = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="grades_merged_", dir=merge_dir or os.environ.get("GRADES_MERGE_DIR"))))
+            log.info("merging %s into %s", adapter_dir, model_dir)
+            eval_model, eval_adapter = merge_adapter(model_dir, adapter_dir, mdir / "model", dtype), None
+        res, lm_time, names = _run_lm_eval(
+            lm_eval, eval_model, eval_adapter, names, std, loc, data_dirs, backend=backend,
+            batch_size=batch_size, dtype=dtype, device=device, limit=limit, num_fewshot=num_fewshot, seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len, tok_dir=tok_dir if tokenizer is not None else None, threads=threads)
+    if res is None:  # non-zero rank in a distributed run
+        return {}
+    return _summarise(res, names, data_dirs, data_stats, tok_dir, model_dir, adapter_dir, tokenizer, lora_mode,
+                      backend=backend, batch_size=batch_size, dtype=dtype, device=device, limit=limit,
+                      num_fewshot=num_fewshot, seed=seed, threads=threads, lm_time=lm_time, t_start=t_start,
+                      samples_out=samples_out, out=out, vllm={"tensor_parallel_size": tensor_parallel_size,
+                                                              "gpu_memory_utilization": gpu_memory_utilization,
+                                                              "max_model_len": max_model_len})
+
+
+def _run_lm_eval(lm_eval, model_dir, adapter_dir, names, std, loc, data_dirs, *, backend, batch_size, dtype,
+                 device, limit, num_fewshot, seed, gpu_memory_utilization, tensor_parallel_size, max_model_len,
+                 tok_dir, threads):
+    """One ``lm_eval.simple_evaluate`` call: (results, seconds, task names)."""
     with tempfile.TemporaryDirectory(prefix="grades_eval_") as tmp:
         include = (render_tasks(data_dirs, Path(tmp) / "tasks", cache_dir=Path(tmp) / "datasets_cache")
                    if loc else None)
@@ -432,7 +488,7 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
             num_fewshot=num_fewshot, seed=seed, task_manager=tm,
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-            tokenizer=tok_dir if tokenizer is not None else None)
+            tokenizer=tok_dir)
         log.info("lm-eval %s: backend=%s model=%s adapter=%s tasks=%s limit=%s",
                  _version("lm_eval"), backend, model_dir, adapter_dir, names, limit)
         import torch
@@ -446,9 +502,12 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         finally:
             torch.set_num_threads(prev_threads)
         lm_time = time.perf_counter() - t0
-    if res is None:  # non-zero rank in a distributed run
-        return {}
+    return res, lm_time, names
 
+
+def _summarise(res, names, data_dirs, data_stats, tok_dir, model_dir, adapter_dir, tokenizer, lora_mode, *,
+               backend, batch_size, dtype, device, limit, num_fewshot, seed, threads, lm_time, t_start,
+               samples_out, out, vllm):
     samples = res.get("samples") or {}
     per_task: dict[str, Any] = {}
     for name in names:
@@ -471,6 +530,7 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         "backend": backend,
         "model": str(model_dir),
         "adapter": str(adapter_dir) if adapter_dir else None,
+        "lora": lora_mode,
         "tokenizer": str(tok_dir) if tokenizer is not None else None,
         "batch_size": batch_size,
         "dtype": dtype,
@@ -478,6 +538,8 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         "limit": limit,
         "num_fewshot": num_fewshot,
         "seed": seed,
+        "task_versions": {n: t["version"] for n, t in per_task.items()},
+        **({"vllm": vllm} if backend == "vllm" else {}),
         "lm_eval_version": res.get("lm_eval_version") or _version("lm_eval"),
         "transformers_version": res.get("transformers_version") or _version("transformers"),
         "peft_version": _version("peft"),
@@ -700,6 +762,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm only")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm only")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm only")
+    p.add_argument("--merge-adapter", action="store_true",
+                   help="merge --adapter into --model first and evaluate the merged model")
+    p.add_argument("--merge-dir", help="where the temporary merged model goes (default $GRADES_MERGE_DIR or /tmp)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for the run (default: torch's; set it on shared CPUs)")
     p.add_argument("-v", "--verbose", action="store_true", help="lm-eval INFO logging")
@@ -717,7 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype, device=args.device, num_fewshot=args.num_fewshot, seed=args.seed,
             samples_out=args.samples_out, gpu_memory_utilization=args.gpu_memory_utilization,
             tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
-            threads=args.threads, tokenizer=args.tokenizer, quiet=not args.verbose)
+            threads=args.threads, tokenizer=args.tokenizer, quiet=not args.verbose,
+            merge=args.merge_adapter, merge_dir=args.merge_dir)
     except EvalConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -48,10 +48,26 @@ The per-step cost is ``a * T + c * batch_size * seq_len**2`` for coefficients ``
 ``c`` that depend only on the frozen set; :class:`FlopsMeter` caches them and walks the
 model again only when the frozen set changes.
 
-Scope and caveats: dense decoder-only language models (the language tower of a VLM
-on text-only batches; vision towers are not run and not counted).  Gradient
-checkpointing recompute, DoRA/other LoRA variants' extra work, LoRA on embeddings and
-FlashAttention's causal skipping are not modelled.
+* **Vision tower of a VLM** (Idefics3 / SmolVLM: a SigLIP-style encoder and a
+  pixel-shuffle connector), counted *per image* on top of the language tower:
+  the patch embedding (a convolution with stride = kernel, ``2 P (C k k) d`` for
+  ``P`` patches; weight gradient only, pixels need none), every encoder block
+  exactly like a decoder block above (``q/k/v/out_proj``, ``fc1/fc2``, bidirectional
+  ``P x P`` scores, with ``P`` positions), and the connector projection over
+  ``P / scale_factor**2`` positions.  Whether the image features require grad is
+  propagated the same way, and decides, with the token embedding, whether the
+  language tower's first block computes input gradients.  Vision terms are reported
+  under their own kinds (``vision_attn``, ``vision_mlp``, ``vision_attention_scores``,
+  ``vision_patch_embed``, ``projector``; ``FlopsBreakdown.vision`` is their sum), so a
+  frozen vision matrix visibly removes its weight-gradient FLOPs.  The cost per step
+  is then ``a T + c B s^2 + v I`` with ``I`` images in the batch (padding images, all
+  zeros, are skipped by the model and not counted: :func:`count_images`).
+
+Scope and caveats: dense decoder-only language models, and the vision tower of
+Idefics3-style VLMs.  Other VLM families (Qwen2/2.5/3-VL, LLaVA) are counted for the
+language tower only (their vision towers are not walked: ``FlopsPlan.vision_counted``
+is False).  Gradient checkpointing recompute, DoRA/other LoRA variants' extra work,
+LoRA on embeddings and FlashAttention's causal skipping are not modelled.
 """
 
 from __future__ import annotations
@@ -62,7 +78,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .components import LANGUAGE, Component, discover_components
+from .components import LANGUAGE, VISION, Component, UnknownArchitectureError, discover_components
 
 FORWARD = "forward"
 INPUT_GRAD = "input_grad"
@@ -74,6 +90,11 @@ MLP = "mlp"  # MLP projections (gate/up/down, gate_up), including their LoRA ada
 SCORES = "attention_scores"  # Q K^T and P V
 LM_HEAD = "lm_head"
 KINDS = (ATTN, MLP, SCORES, LM_HEAD)
+# vision tower of a VLM, per image (present only for models whose vision tower is counted)
+VISION_ATTN, VISION_MLP, VISION_SCORES = "vision_attn", "vision_mlp", "vision_attention_scores"
+VISION_EMBED, PROJECTOR = "vision_patch_embed", "projector"
+VISION_KINDS = (VISION_ATTN, VISION_MLP, VISION_SCORES, VISION_EMBED, PROJECTOR)
+_TO_VISION = {ATTN: VISION_ATTN, MLP: VISION_MLP, SCORES: VISION_SCORES}
 
 # block-level norm names, by where they sit (see _norm_roles)
 _PRE_ATTN_NORMS = {"input_layernorm", "ln_1", "attention_norm", "norm1", "layer_norm1", "input_norm"}
@@ -104,56 +125,79 @@ class FlopsBreakdown:
     total: float
     by_kind: dict[str, float]
     by_kind_pass: dict[str, dict[str, float]] = field(repr=False)
+    vision: float = 0.0  # the vision kinds (tower, patch embedding, projector) summed; 0 for language models
 
     @classmethod
     def from_terms(cls, terms: dict[Key, float]) -> FlopsBreakdown:
-        table = {k: {p: float(terms.get((k, p), 0.0)) for p in PASSES} for k in KINDS}
+        kinds = KINDS + tuple(k for k in VISION_KINDS if any(key[0] == k for key in terms))
+        table = {k: {p: float(terms.get((k, p), 0.0)) for p in PASSES} for k in kinds}
         by_kind = {k: sum(v.values()) for k, v in table.items()}
-        by_pass = {p: sum(table[k][p] for k in KINDS) for p in PASSES}
+        by_pass = {p: sum(table[k][p] for k in kinds) for p in PASSES}
         return cls(forward=by_pass[FORWARD], input_grad=by_pass[INPUT_GRAD], weight_grad=by_pass[WEIGHT_GRAD],
                    attention=by_kind[SCORES], lm_head=by_kind[LM_HEAD], total=sum(by_pass.values()),
-                   by_kind=by_kind, by_kind_pass=table)
+                   by_kind=by_kind, by_kind_pass=table,
+                   vision=sum(v for k, v in by_kind.items() if k in VISION_KINDS))
 
     def to_dict(self) -> dict:
         """JSON-friendly copy."""
-        return {"total": self.total, "forward": self.forward, "input_grad": self.input_grad,
-                "weight_grad": self.weight_grad, "attention": self.attention, "lm_head": self.lm_head,
-                "by_kind": dict(self.by_kind), "by_kind_pass": {k: dict(v) for k, v in self.by_kind_pass.items()}}
+        out = {"total": self.total, "forward": self.forward, "input_grad": self.input_grad,
+               "weight_grad": self.weight_grad, "attention": self.attention, "lm_head": self.lm_head,
+               "by_kind": dict(self.by_kind), "by_kind_pass": {k: dict(v) for k, v in self.by_kind_pass.items()}}
+        if any(k in VISION_KINDS for k in self.by_kind):
+            out["vision"] = self.vision
+        return out
 
 
 @dataclass(frozen=True)
 class FlopsPlan:
     """Per-step cost coefficients for one frozen set.
 
-    A step over ``batch_size`` sequences of ``seq_len`` positions costs, per
-    ``(kind, pass)``, ``per_position * batch_size * seq_len +
-    per_sequence_sq * batch_size * seq_len**2`` FLOPs.
+    A step over ``batch_size`` sequences of ``seq_len`` positions with ``images``
+    pictures costs, per ``(kind, pass)``, ``per_position * batch_size * seq_len +
+    per_sequence_sq * batch_size * seq_len**2 + per_image * images`` FLOPs.
     """
 
     per_position: dict[Key, float]
     per_sequence_sq: dict[Key, float]
+    per_image: dict[Key, float] = field(default_factory=dict)  # vision tower + projector (VLMs)
+    vision_counted: bool = False  # the model's vision tower is walked (Idefics3-style VLMs)
 
-    def terms(self, batch_size: int, seq_len: int) -> dict[Key, float]:
+    def terms(self, batch_size: int, seq_len: int, images: int = 0) -> dict[Key, float]:
         n, sq = batch_size * seq_len, batch_size * seq_len * seq_len
         keys = self.per_position.keys() | self.per_sequence_sq.keys()
-        return {k: self.per_position.get(k, 0.0) * n + self.per_sequence_sq.get(k, 0.0) * sq for k in keys}
+        out = {k: self.per_position.get(k, 0.0) * n + self.per_sequence_sq.get(k, 0.0) * sq for k in keys}
+        if images:
+            for k, v in self.per_image.items():
+                out[k] = out.get(k, 0.0) + v * images
+        return out
 
-    def evaluate(self, batch_size: int, seq_len: int) -> FlopsBreakdown:
-        return FlopsBreakdown.from_terms(self.terms(batch_size, seq_len))
+    def evaluate(self, batch_size: int, seq_len: int, images: int = 0) -> FlopsBreakdown:
+        return FlopsBreakdown.from_terms(self.terms(batch_size, seq_len, images))
 
 
 # --------------------------------------------------------------- public API
-def step_flops(model: nn.Module, batch_size: int, seq_len: int) -> FlopsBreakdown:
+def step_flops(model: nn.Module, batch_size: int, seq_len: int, images: int = 0) -> FlopsBreakdown:
     """Matmul FLOPs of one forward+backward of ``model`` on a ``batch_size x seq_len``
-    batch, for the parameters' current ``requires_grad`` flags."""
-    return build_plan(model).evaluate(batch_size, seq_len)
+    batch (with ``images`` pictures, for a VLM), for the parameters' current
+    ``requires_grad`` flags."""
+    return build_plan(model).evaluate(batch_size, seq_len, images)
 
 
-def forward_flops(model: nn.Module, batch_size: int, seq_len: int) -> float:
+def forward_flops(model: nn.Module, batch_size: int, seq_len: int, images: int = 0) -> float:
     """Matmul FLOPs of one forward pass (e.g. a validation batch under ``no_grad``).
 
     Independent of the frozen set; equals ``step_flops(...).forward``."""
-    return step_flops(model, batch_size, seq_len).forward
+    return step_flops(model, batch_size, seq_len, images).forward
+
+
+def count_images(batch: dict) -> int:
+    """Pictures the vision tower encodes for a batch: those in ``pixel_values`` that are
+    not all zeros (Idefics3 drops zero padding images); 0 for a text batch."""
+    pv = batch.get("pixel_values") if isinstance(batch, dict) else None
+    if not isinstance(pv, torch.Tensor) or pv.dim() < 4:
+        return 0
+    per_image = pv.reshape(-1, *pv.shape[-3:]).flatten(1)
+    return int((per_image != 0).any(dim=1).sum())
 
 
 def build_plan(model: nn.Module) -> FlopsPlan:
@@ -161,9 +205,11 @@ def build_plan(model: nn.Module) -> FlopsPlan:
     tally = _Tally()
     base = _unwrap(model)
     blocks, owner = _language_blocks(model)
+    image_tally = _Tally()
+    image_rg = _vision_tower(image_tally, model)  # None: no vision tower counted
 
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
-    h_rg = _trainable(emb)
+    h_rg = _trainable(emb) or bool(image_rg)  # image features are scattered into the token embeddings
     for block, prefix, comps in blocks:
         h_rg = _block(tally, block, prefix, comps, h_rg)
 
@@ -175,7 +221,8 @@ def build_plan(model: nn.Module) -> FlopsPlan:
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if head is not None:
         _projection(tally, LM_HEAD, head, x_rg)
-    return FlopsPlan(dict(tally.per_position), dict(tally.per_sequence_sq))
+    return FlopsPlan(dict(tally.per_position), dict(tally.per_sequence_sq), dict(image_tally.per_position),
+                     vision_counted=image_rg is not None)
 
 
 class FlopsMeter:
@@ -197,6 +244,7 @@ class FlopsMeter:
         self.steps = 0  # add_step calls (micro-batches)
         self.positions = 0  # batch_size * seq_len summed (padding included: it is computed)
         self.recomputes = 0  # model walks, i.e. distinct frozen sets seen
+        self.images = 0  # pictures encoded by a VLM's vision tower
 
     def signature(self, version: Hashable | None = None) -> Hashable:
         """Cache key of the live frozen set."""
@@ -218,11 +266,12 @@ class FlopsMeter:
             self.recomputes += 1
 
     def add_step(self, batch_size: int | torch.Tensor, seq_len: int | None = None, *,
-                 version: Hashable | None = None) -> float:
+                 version: Hashable | None = None, images: int = 0) -> float:
         """Count one forward+backward; returns its FLOPs.
 
         ``batch_size`` may also be a ``(batch, seq)`` tensor such as ``input_ids``
-        (then ``seq_len`` is taken from it)."""
+        (then ``seq_len`` is taken from it); ``images``: pictures in the batch (VLMs,
+        :func:`count_images`)."""
         if isinstance(batch_size, torch.Tensor):
             batch_size, seq_len = int(batch_size.shape[0]), int(batch_size.shape[-1])
         if seq_len is None:
@@ -230,17 +279,18 @@ class FlopsMeter:
         self._refresh(self.signature(version))
         assert self._plan is not None
         step = 0.0
-        for k, v in self._plan.terms(batch_size, seq_len).items():
+        for k, v in self._plan.terms(batch_size, seq_len, images).items():
             self._terms[k] = self._terms.get(k, 0.0) + v
             step += v
         self.steps += 1
         self.positions += batch_size * seq_len
+        self.images += images
         return step
 
     def reset(self) -> None:
         """Forget accumulated totals (the cached plan is kept)."""
         self._terms = {}
-        self.steps = self.positions = 0
+        self.steps = self.positions = self.images = 0
 
     @property
     def breakdown(self) -> FlopsBreakdown:
@@ -256,8 +306,11 @@ class FlopsMeter:
 
     def to_dict(self) -> dict:
         """Totals for ``train.json``: the :class:`FlopsBreakdown` fields plus counters."""
-        return {**self.breakdown.to_dict(), "steps": self.steps, "positions": self.positions,
-                "recomputes": self.recomputes}
+        out = {**self.breakdown.to_dict(), "steps": self.steps, "positions": self.positions,
+               "recomputes": self.recomputes}
+        if self.images:
+            out["images"] = self.images
+        return out
 
 
 # ------------------------------------------------------------- model walk
@@ -441,7 +494,68 @@ def _scores(t: _Tally, attn: nn.Module, q_rg: bool, k_rg: bool, v_rg: bool) -> b
     return s_rg or v_rg
 
 
+# ------------------------------------------------------------ vision tower
+def _vision_tower(t: _Tally, model: nn.Module) -> bool | None:
+    """Per-image terms of an Idefics3-style vision tower + connector into ``t.per_position``
+    (as FLOPs per image); returns whether the image features handed to the language
+    model require grad, or None when the model has no vision tower we can count."""
+    base = _unwrap(model)
+    inner = getattr(base, "model", base)
+    vm, conn = getattr(inner, "vision_model", None), getattr(inner, "connector", None)
+    emb = getattr(vm, "embeddings", None)
+    patch = getattr(emb, "patch_embedding", None)
+    proj = getattr(getattr(conn, "modality_projection", None), "proj", None)
+    n = getattr(emb, "num_patches", None)
+    scale = getattr(conn, "scale_factor", None)
+    if not (isinstance(patch, nn.Conv2d) and proj is not None and n and scale):
+        return None
+    try:
+        comps = discover_components(model, trainable_only=False, towers=(VISION,))
+    except UnknownArchitectureError:
+        return None
+    # patch embedding: a convolution with stride = kernel, one output per patch
+    f = 2.0 * n * patch.in_channels * patch.kernel_size[0] * patch.kernel_size[1] * patch.out_channels
+    t.add(VISION_EMBED, FORWARD, f)
+    if patch.weight.requires_grad:
+        t.add(VISION_EMBED, WEIGHT_GRAD, f)  # the pixels never need a gradient
+    h_rg = _trainable(emb)
+    # encoder blocks: the decoder-block walk, over n positions (bidirectional n x n scores)
+    blocks = _grouped_blocks(model, comps)
+    inner_t = _Tally()
+    for block, prefix, bcomps in blocks:
+        h_rg = _block(inner_t, block, prefix, bcomps, h_rg)
+    for (kind, pas), v in inner_t.per_position.items():
+        t.add(_TO_VISION[kind], pas, v * n)
+    for (kind, pas), v in inner_t.per_sequence_sq.items():
+        t.add(_TO_VISION[kind], pas, v * n * n)
+    h_rg = h_rg or _trainable(getattr(vm, "post_layernorm", None))
+    # connector: pixel shuffle (a reshape) then one projection over n / scale^2 positions
+    conn_t = _Tally()
+    out_rg = _projection(conn_t, PROJECTOR, proj, h_rg)
+    for key, v in conn_t.per_position.items():
+        t.add(*key, v * n / scale**2)
+    return out_rg
+
+
+def _grouped_blocks(model: nn.Module, comps: list[Component]) -> list[tuple[nn.Module, str, list[Component]]]:
+    """(block, block path, its components) for the one block list the components live in."""
+    by_block: dict[str, list[Component]] = {}
+    lists: set[str] = set()
+    for c in comps:
+        list_path = _block_list_path(model, c)
+        lists.add(list_path)
+        by_block.setdefault(f"{list_path}.{c.layer}" if list_path else str(c.layer), []).append(c)
+    if len(lists) != 1:
+        raise NotImplementedError(f"FLOPs accounting supports one block list per tower; found {sorted(lists)}")
+    (list_path,) = lists
+    out = []
+    for i, block in enumerate(model.get_submodule(list_path)):
+        prefix = f"{list_path}.{i}" if list_path else str(i)
+        out.append((block, prefix, by_block.get(prefix, [])))
+    return out
+
+
 __all__ = [
-    "FlopsBreakdown", "FlopsPlan", "FlopsMeter", "build_plan", "step_flops", "forward_flops",
-    "PASSES", "KINDS",
+    "FlopsBreakdown", "FlopsPlan", "FlopsMeter", "build_plan", "step_flops", "forward_flops", "count_images",
+    "PASSES", "KINDS", "VISION_KINDS",
 ]

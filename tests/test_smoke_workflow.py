@@ -1,9 +1,9 @@
-"""The smoke profile end to end: snakemake -> prepare -> train -> lm-eval -> tables.
+"""The smoke profile end to end: snakemake -> prepare -> train -> lm-eval -> tables; then `compare`.
 
 Runs the real workflow (config/smoke.yaml) in a scratch working directory, offline,
 then checks the acceptance criteria on the tables it produced, the run numbers against
 tests/golden/smoke.json, and that a rerun with nothing changed plans no job. About 7
-minutes on 2 CPU cores.
+minutes on 2 CPU cores, plus about 7 for the `compare` target (8 more tiny LoRA runs).
 """
 
 from __future__ import annotations
@@ -92,5 +92,33 @@ def test_smoke_matches_golden_values(smoke_run):
     from grades import golden
 
     doc = json.loads((ROOT / "tests" / "golden" / "smoke.json").read_text())
-    problems = golden.compare(doc, golden.extract(smoke_run / "results" / "runs" / "smoke"))
+    import yaml
+
+    from grades import workflow as gw
+
+    # only the main target's runs are golden, not the compare target's (same folder)
+    cfg = gw.load(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
+    main = {f"{r.model}/{r.slug}/seed{r.seed}" for r in gw.runs(cfg)} | {f"{m}/base" for m in cfg["models"]}
+    actual = {k: v for k, v in golden.extract(smoke_run / "results" / "runs" / "smoke").items() if k in main}
+    problems = golden.compare(doc, actual)
     assert not problems, "smoke run differs from tests/golden/smoke.json:\n" + "\n".join(problems)
+
+
+def test_smoke_compare_target(smoke_run):
+    """The second target: reuses the main LoRA runs, adds the other methods and the tau sweep
+    (about 8 more tiny runs), then the comparison table and the Pareto figure."""
+    runs = smoke_run / "results" / "runs" / "smoke" / "tiny-qwen3"
+    shared = (runs / "lora-grades" / "seed0" / "train.json").stat().st_mtime
+    r = _snakemake(smoke_run, "compare")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert (runs / "lora-grades" / "seed0" / "train.json").stat().st_mtime == shared, "a shared run was redone"
+    tab = pd.read_csv(smoke_run / "results" / "tables" / "smoke" / "comparison.csv")
+    assert {"none", "grades", "es", "grades-weight", "grades-official", "autofreeze", "freezeout",
+            "bottom-k"} <= set(tab.method)
+    assert {"LoRA+GradES[tau=1.0]", "LoRA+GradES[tau=4.0]"} <= set(tab.setting)
+    assert list(tab["rank"]) == list(range(1, len(tab) + 1)) and tab.acc.notna().all()
+    assert tab.best_acc.sum() >= 1 and tab.pareto_time.any() and tab.pareto_flops.any()
+    assert "**" in (smoke_run / "results" / "tables" / "smoke" / "comparison.md").read_text()
+    png = smoke_run / "figures" / "smoke" / "pareto_tiny-qwen3.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(_snakemake(smoke_run, "-n", "compare"))

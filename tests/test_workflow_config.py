@@ -54,6 +54,11 @@ BAD = [
     (["profile"], "has space", ["profile"]),
     (["datasets"], {}, ["datasets"]),
     (["settngs"], {}, ["settngs", "did you mean 'settings'"]),
+    (["models", M, "source"], "tny:qwen3", ["models." + M + ".source", "'tny'", "did you mean 'tiny'"]),
+    (["models", M, "source"], "tiny:qwen4", ["models." + M + ".source", "qwen4", "did you mean 'qwen3'"]),
+    (["models", M, "options"], {"hiden_size": 8}, ["models." + M + ".options.hiden_size", "'hidden_size'"]),
+    (["datasets", "world-mc", "source"], "synth:world-mc", ["datasets.world-mc.source", "'synthetic'"]),
+    (["datasets", "world-mc", "options"], {"n_trian": 8}, ["datasets.world-mc.options.n_trian", "'n_train'"]),
 ]
 
 

@@ -12,12 +12,14 @@ Source specs:
 ``synthetic:world-mc``           generated world of creatures (:mod:`grades.data.world`)
 ``synthetic:shapes``             pictures of coloured shapes + questions (:mod:`grades.data.shapes`)
 ``siqa-wheel:evals==3.0.1.post1``  Social IQa from a PyPI wheel (:mod:`grades.data.siqa`)
+``hf-dataset:ORG/NAME``          a Hub dataset (commonsense-170k, or multiple choice) (:mod:`grades.data.hub`)
 ``jsonl:DIR`` or ``DIR``         an already prepared directory, used as is
 ===============================  ==========================================================
 
 Training formats every item exactly like the lm-eval task that scores it (lm-eval's
 ``social_iqa`` prompt): ``"Q: {context} {question}\\nA:"`` followed by
-``" " + choices[label]``.
+``" " + choices[label]``. Instruction data (commonsense-170k) comes as
+*prompt/target* items instead, ``{"id", "prompt", "target"}``, used verbatim.
 
 CLI: ``python -m grades.data prepare --spec SPEC --out DIR [--options JSON]``.
 """
@@ -37,6 +39,7 @@ FIELDS = ("id", "context", "question", "choices", "label")
 SOURCES = {
     "synthetic": "grades.data.world",  # synthetic:<name>
     "siqa-wheel": "grades.data.siqa",  # siqa-wheel:<requirement>
+    "hf-dataset": "grades.data.hub",  # hf-dataset:<org>/<name>
 }
 # synthetic:<name> datasets with a module of their own (others go to SOURCES["synthetic"])
 SYNTHETIC = {"shapes": "grades.data.shapes"}
@@ -47,11 +50,16 @@ class DataError(ValueError):
 
 
 def format_prompt(ex: dict) -> str:
-    """The prompt of lm-eval's ``social_iqa`` task (and of our local task YAMLs)."""
+    """The prompt of lm-eval's ``social_iqa`` task (and of our local task YAMLs);
+    a prompt/target item's own prompt."""
+    if "prompt" in ex:
+        return ex["prompt"]
     return f"Q: {ex['context']} {ex['question']}\nA:"
 
 
 def format_target(ex: dict) -> str:
+    if "target" in ex:
+        return ex["target"]
     return " " + ex["choices"][ex["label"]]
 
 
@@ -68,7 +76,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return "jsonl", spec
     raise ConfigError(f"data.source = {spec!r}: unknown source kind '{kind if sep else spec}'"
                       f"{closest(kind, [*SOURCES, 'jsonl'])}; use synthetic:world-mc, "
-                      f"siqa-wheel:evals==3.0.1.post1, or jsonl:DIR (an existing prepared directory)")
+                      f"siqa-wheel:evals==3.0.1.post1, hf-dataset:ORG/NAME, or jsonl:DIR (an existing prepared directory)")
 
 
 def resolve_local_data(spec: str) -> Path | None:
@@ -145,7 +153,7 @@ def prepare_dataset(spec: str, out_dir: str | Path | None = None, **options: Any
             (tmp / fname).write_text(text)
         meta = {"source": spec, "options": opts, **meta,
                 "counts": {n: len(splits[n]) for n in SPLITS},
-                "n_choices": sorted({len(r["choices"]) for n in SPLITS for r in splits[n]})}
+                "n_choices": sorted({len(r["choices"]) for n in SPLITS for r in splits[n] if "choices" in r})}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
@@ -179,9 +187,20 @@ def load_split(data_dir: str | Path, split: str) -> list[dict]:
     return rows
 
 
+PROMPT_FIELDS = ("id", "prompt", "target")
+
+
 def check_item(r: Any, where: str) -> None:
+    """A multiple-choice item, or a prompt/target item (instruction data)."""
     if not isinstance(r, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
+    if "prompt" in r or "target" in r:
+        missing = [k for k in PROMPT_FIELDS if k not in r]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {missing}; a prompt/target item needs {list(PROMPT_FIELDS)}")
+        if not isinstance(r["prompt"], str) or not isinstance(r["target"], str) or not r["target"].strip():
+            raise DataError(f"{where}: 'prompt' and 'target' must be strings (target non-empty)")
+        return
     missing = [k for k in FIELDS if k not in r]
     if missing:
         raise DataError(f"{where}: missing field(s) {missing}; each line needs {list(FIELDS)}")

@@ -1,4 +1,5 @@
-"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR."""
+"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR; compare --runs DIR --tables DIR;
+multimodal --runs DIR --tables DIR --figures DIR."""
 
 from __future__ import annotations
 
@@ -13,21 +14,47 @@ def main(argv=None) -> int:
     t.add_argument("--runs", required=True, help="results/runs/<profile>")
     t.add_argument("--out", required=True, help="results/tables/<profile>")
     t.add_argument("--baseline", default="FP", help="setting that speedups are relative to")
+    t.add_argument("--paper-models", default="",
+                   help="our model -> the paper's name, e.g. qwen3-14b=Qwen3-14B,phi-4=Phi4-14B: also write the "
+                        "paper-comparison tables (paper_*.csv/md)")
+    t.add_argument("--paper-dir", default="results/paper", help="the paper's numbers (accuracy_language.csv, ...)")
     f = sub.add_parser("figures", help="signal, frozen-fraction and freeze-step figures (PNG + PDF)")
     f.add_argument("--runs", required=True, help="results/runs/<profile>")
     f.add_argument("--out", required=True, help="figures/<profile>")
     f.add_argument("--layer", type=int, default=None,
                    help="layer drawn in fig1_layer_signals (default: the middle layer of each model)")
+    c = sub.add_parser("compare", help="comparison table of stopping methods and Pareto figures")
+    c.add_argument("--runs", required=True, help="results/runs/<profile>")
+    c.add_argument("--tables", required=True, help="results/tables/<profile>: comparison.{csv,md}")
+    c.add_argument("--figures", default=None, help="figures/<profile>: pareto_<model>.{png,pdf}")
+    c.add_argument("--select", nargs="+", default=None, metavar="MODEL/SLUG[/seedK]",
+                   help="compare only these runs (default: every finished run under --runs)")
+    c.add_argument("--models", nargs="+", default=None, help="draw a Pareto figure for each of these models")
+    mm = sub.add_parser("multimodal", help="vision-language runs: multimodal table and VLM convergence figure")
+    mm.add_argument("--runs", required=True, help="results/runs/<profile>")
+    mm.add_argument("--tables", required=True, help="results/tables/<profile> (multimodal.csv, multimodal.md)")
+    mm.add_argument("--figures", required=True, help="figures/<profile> (vlm_convergence.png, .pdf)")
     args = ap.parse_args(argv)
     if args.cmd == "tables":
         from .tables import write_tables
 
-        for name, path in write_tables(args.runs, args.out, args.baseline).items():
+        pm = dict(kv.split("=", 1) for kv in args.paper_models.split(",") if kv.strip())
+        for name, path in write_tables(args.runs, args.out, args.baseline, args.paper_dir, pm).items():
+            print(f"{name}: {path}")
+    elif args.cmd == "multimodal":
+        from .multimodal import write_multimodal
+
+        for name, path in write_multimodal(args.runs, args.tables, args.figures).items():
             print(f"{name}: {path}")
     elif args.cmd == "figures":
         from .figures import write_figures
 
         for name, path in write_figures(args.runs, args.out, args.layer).items():
+            print(f"{name}: {path}")
+    elif args.cmd == "compare":
+        from .compare import write_comparison
+
+        for name, path in write_comparison(args.runs, args.tables, args.figures, args.select, args.models).items():
             print(f"{name}: {path}")
     return 0
 

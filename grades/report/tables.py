@@ -157,14 +157,23 @@ def efficiency_markdown(eff: pd.DataFrame, baseline: str) -> str:
     return intro + markdown(eff, cols)
 
 
-def write_tables(runs_dir: str | Path, out_dir: str | Path, baseline: str = "FP") -> dict[str, Path]:
+def write_tables(runs_dir: str | Path, out_dir: str | Path, baseline: str = "FP", paper_dir: str | Path | None = None,
+                 paper_models: dict[str, str] | None = None) -> dict[str, Path]:
+    """accuracy/efficiency tables; with ``paper_models`` (our model -> the paper's name) also the
+    paper-comparison tables of :mod:`grades.report.paper` (``paper_dir``: results/paper)."""
     from .runs import collect
 
     train, evals = collect(runs_dir)
     out = Path(out_dir)
     acc = accuracy_table(train, evals)
     eff = efficiency_table(train, baseline)
+    extra = {}
+    if paper_models:
+        from .paper import write_paper_tables
+
+        extra = write_paper_tables(train, evals, eff, out, paper_dir or "results/paper", paper_models, baseline)
     return {
+        **extra,
         "accuracy": atomic_write_text(out / "accuracy.csv", acc.to_csv(index=False, float_format="%.6g")),
         "accuracy_md": atomic_write_text(out / "accuracy.md", accuracy_markdown(acc)),
         "efficiency": atomic_write_text(out / "efficiency.csv", eff.to_csv(index=False, float_format="%.6g")),

@@ -17,16 +17,33 @@ def _data_dir(model):
     return f"{CACHE}/data/{W['models'][model]['dataset']}"
 
 
-def _eval_args():
-    e = W["eval"]
-    limit = f"--limit {e['limit']}" if e["limit"] else ""
-    return (f"--backend {e['backend']} --batch-size {e['batch_size']} --dtype {e['dtype']} "
-            f"--num-fewshot {e['num_fewshot']} --device {e['device']} {limit}")
+def _eval_args(wc):
+    return gw.eval_args(W, wc.model)
 
 
 def _tasks(model):
-    d = W["datasets"][W["models"][model]["dataset"]]
-    return ",".join(d["eval_tasks"] + d["lm_eval_tasks"])
+    return ",".join(gw.eval_tasks(W, model))
+
+
+def _res(rule, key):
+    """A resource of the jobs of `rule` (train, evaluate, prepare) for the job's model,
+    scaled by the model's size (grades.workflow.job_resources)."""
+    return lambda wc: gw.job_resources(W, wc.model, rule)[key]
+
+
+def _threads(rule):
+    """cpus of the job (jobs.<rule>), or every core when it says 0 (--cores, at most this host's)."""
+
+    def threads(wc):
+        n = gw.job_resources(W, wc.model, rule)["cpus"] if hasattr(wc, "model") else W["jobs"][rule]["cpus"]
+        if n:
+            return n
+        try:
+            return min(workflow.cores, os.cpu_count() or 1)
+        except WorkflowError:  # a cluster run without --cores
+            return 1
+
+    return threads
 
 
 def _weights(wc, input):
@@ -39,5 +56,5 @@ def _weights(wc, input):
 
 def _all_evals():
     evals = [f"{run_dir(r)}/eval.json" for r in RUNS]
-    evals += [f"{RESULTS}/{m}/base/eval.json" for m, mc in W["models"].items() if mc["eval_base"]]
+    evals += [f"{RESULTS}/{m}/base/eval.json" for m in gw.enabled_models(W) if W["models"][m]["eval_base"]]
     return evals

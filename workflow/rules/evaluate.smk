@@ -1,7 +1,16 @@
 # lm-eval on the fine-tuned model or adapter, and on the base model.
+# Vision-language models (grades.workflow.is_vlm, decided at parse time) go through
+# grades.vlm's own multiple-choice scorer instead (evaluate_vlm, evaluate_vlm_base):
+# lm-eval's hf-multimodal backend has no log-likelihood for requests with images.
+
+VLMS = gw.vlm_models(W)
+LM_MODELS = gw.model_regex([m for m in W["models"] if m not in VLMS])
+VLM_MODELS = gw.model_regex(VLMS)
 
 
 rule evaluate:
+    wildcard_constraints:
+        model=LM_MODELS,
     input:
         train=rules.train.output,
         model=lambda wc: _model_dir(wc.model),
@@ -12,12 +21,17 @@ rule evaluate:
         py=PY,
         weights=_weights,
         tasks=lambda wc: _tasks(wc.model),
-        args=_eval_args(),
+        args=_eval_args,
     log:
         f"{LOGS}/evaluate/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: _threads("evaluate")
+    resources:
+        gpu=_res("evaluate", "gpu"),
+        mem_mb=_res("evaluate", "mem_mb"),
+        runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:
@@ -26,6 +40,8 @@ rule evaluate:
 
 
 rule evaluate_base:
+    wildcard_constraints:
+        model=LM_MODELS,
     input:
         model=lambda wc: _model_dir(wc.model),
         data=lambda wc: _data_dir(wc.model),
@@ -34,7 +50,60 @@ rule evaluate_base:
     params:
         py=PY,
         tasks=lambda wc: _tasks(wc.model),
-        args=_eval_args(),
+        args=_eval_args,
+    log:
+        f"{LOGS}/evaluate/{{model}}/base.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{model}}/base.tsv"
+    threads: _threads("evaluate")
+    resources:
+        gpu=_res("evaluate", "gpu"),
+        mem_mb=_res("evaluate", "mem_mb"),
+        runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
+    conda:
+        ENV
+    shell:
+        "{params.py} -m grades.evaluate --model {input.model} --tasks {params.tasks} --data {input.data} "
+        "--out {output} --threads {threads} {params.args} > {log} 2>&1"
+
+
+rule evaluate_vlm:
+    wildcard_constraints:
+        model=VLM_MODELS,
+    input:
+        train=rules.train.output,
+        model=lambda wc: _model_dir(wc.model),
+        data=lambda wc: _data_dir(wc.model),
+    output:
+        f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/eval.json",
+    params:
+        py=PY,
+        weights=_weights,
+        args=lambda wc: gw.vlm_eval_args(W, wc.model),
+    log:
+        f"{LOGS}/evaluate/{{model}}/{{setting}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
+    threads: workflow.cores
+    conda:
+        ENV
+    shell:
+        "{params.py} -m grades.vlm evaluate {params.weights} --data {input.data} --out {output} "
+        "--threads {threads} {params.args} > {log} 2>&1"
+
+
+rule evaluate_vlm_base:
+    wildcard_constraints:
+        model=VLM_MODELS,
+    input:
+        model=lambda wc: _model_dir(wc.model),
+        data=lambda wc: _data_dir(wc.model),
+    output:
+        f"{RESULTS}/{{model}}/base/eval.json",
+    params:
+        py=PY,
+        args=lambda wc: gw.vlm_eval_args(W, wc.model),
     log:
         f"{LOGS}/evaluate/{{model}}/base.log",
     benchmark:
@@ -43,5 +112,5 @@ rule evaluate_base:
     conda:
         ENV
     shell:
-        "{params.py} -m grades.evaluate --model {input.model} --tasks {params.tasks} --data {input.data} "
-        "--out {output} --threads {threads} {params.args} > {log} 2>&1"
+        "{params.py} -m grades.vlm evaluate --model {input.model} --data {input.data} --out {output} "
+        "--threads {threads} {params.args} > {log} 2>&1"

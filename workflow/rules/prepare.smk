@@ -10,6 +10,9 @@ rule prepare_data:
         options=lambda wc: gw.quote(gw.dumps(W["datasets"][wc.dataset]["options"])),
     log:
         f"{LOGS}/prepare_data/{{dataset}}.log",
+    resources:
+        mem_mb=W["jobs"]["prepare"]["mem_mb"],
+        runtime=W["jobs"]["prepare"]["runtime"],
     conda:
         ENV
     shell:
@@ -27,7 +30,11 @@ rule prepare_model:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
         f"{BENCH}/prepare_model/{{model}}.tsv"
-    threads: workflow.cores
+    threads: _threads("prepare")
+    resources:
+        mem_mb=_res("prepare", "mem_mb"),
+        runtime=_res("prepare", "runtime"),
+        cpus_per_task=_res("prepare", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:

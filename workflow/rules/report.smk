@@ -1,6 +1,10 @@
 # Tables and figures, built only from run files.
 
 
+PAPER_MODELS = W["report"]["paper_models"]  # our model -> the paper's name: comparison tables too
+PAPER_TABLES = [f"{TABLES}/{n}" for n in gw.PAPER_TABLES] if PAPER_MODELS else []
+
+
 rule tables:
     input:
         evals=_all_evals(),
@@ -10,17 +14,20 @@ rule tables:
         accuracy_md=f"{TABLES}/accuracy.md",
         efficiency=f"{TABLES}/efficiency.csv",
         efficiency_md=f"{TABLES}/efficiency.md",
+        paper=PAPER_TABLES,
     params:
         py=PY,
         runs=lambda wc: RESULTS,  # the tables read every run file under it
         baseline=gw.quote(W["report"]["baseline"]),
+        paper=(f"--paper-dir {gw.quote(W['report']['paper_dir'] or 'results/paper')} --paper-models "
+               + gw.quote(",".join(f"{k}={v}" for k, v in PAPER_MODELS.items())) if PAPER_MODELS else ""),
     log:
         f"{LOGS}/tables.log",
     conda:
         ENV
     shell:
         "{params.py} -m grades.report tables --runs {params.runs} --out $(dirname {output.accuracy}) "
-        "--baseline {params.baseline} > {log} 2>&1"
+        "--baseline {params.baseline} {params.paper} > {log} 2>&1"
 
 
 FIGURE_NAMES = ["fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind", "freeze_heatmap"]
@@ -43,3 +50,33 @@ rule figures:
     shell:
         "{params.py} -m grades.report figures --runs {params.runs} --out $(dirname {output.fig1}) "
         "{params.layer} > {log} 2>&1"
+
+
+# Vision-language models (VLMS, evaluate.smk): the multimodal table and the VLM
+# convergence figure; part of `all` only when the profile has a VLM.
+MULTIMODAL_OUTPUTS = (
+    [f"{TABLES}/multimodal.csv", f"{TABLES}/multimodal.md", f"{FIGURES}/vlm_convergence.png",
+     f"{FIGURES}/vlm_convergence.pdf"] if VLMS else []
+)
+
+
+rule multimodal:
+    input:
+        evals=[f"{run_dir(r)}/eval.json" for r in RUNS if r.model in VLMS]
+        + [f"{RESULTS}/{m}/base/eval.json" for m in VLMS if W["models"][m]["eval_base"]],
+        trains=[f"{run_dir(r)}/train.json" for r in RUNS if r.model in VLMS],
+    output:
+        table=f"{TABLES}/multimodal.csv",
+        table_md=f"{TABLES}/multimodal.md",
+        png=f"{FIGURES}/vlm_convergence.png",
+        pdf=f"{FIGURES}/vlm_convergence.pdf",
+    params:
+        py=PY,
+        runs=lambda wc: RESULTS,
+    log:
+        f"{LOGS}/multimodal.log",
+    conda:
+        ENV
+    shell:
+        "{params.py} -m grades.report multimodal --runs {params.runs} --tables $(dirname {output.table}) "
+        "--figures $(dirname {output.png}) > {log} 2>&1"

@@ -4,6 +4,10 @@
 # results/checkpoints/<profile>/..., outside the rule's outputs, so Snakemake keeps them
 # when a job fails or is killed; rerunning the workflow resumes the run from the newest
 # one. grades.train deletes them after success.
+#
+# A model with `gpus: N > 1` trains with one process per GPU (launcher: torchrun or
+# accelerate, grades.workflow.train_launcher); resources (gpu, mem_mb, runtime, threads)
+# come from the workflow config's `jobs` block scaled by the model's size_b.
 
 
 rule run_config:
@@ -25,18 +29,21 @@ rule train:
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/train.json",
     params:
-        py=PY,
+        launch=lambda wc: gw.train_launcher(W, wc.model, sys.executable),  # torchrun when gpus > 1
         out=lambda wc: run_dir(_run(wc)),
         ckpt=lambda wc: f"results/checkpoints/{PROFILE}/{wc.model}/{wc.setting}/seed{wc.seed}",
     log:
         f"{LOGS}/train/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/train/{{model}}/{{setting}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: _threads("train")
     resources:
-        gpus=lambda wc: W["models"][wc.model]["gpus"],
+        gpu=_res("train", "gpu"),
+        mem_mb=_res("train", "mem_mb"),
+        runtime=_res("train", "runtime"),
+        cpus_per_task=_res("train", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:
-        "{params.py} -m grades.train --config {input.cfg} --out {params.out} --set threads={threads} "
+        "{params.launch} --config {input.cfg} --out {params.out} --set threads={threads} "
         "--checkpoint-dir {params.ckpt} --no-progress > {log} 2>&1"

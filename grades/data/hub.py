@@ -1,0 +1,138 @@
+"""``hf-dataset:ORG/NAME``: a Hugging Face Hub dataset turned into our JSONL splits.
+
+Loaded with ``datasets.load_dataset(ORG/NAME, name=config, split=split,
+revision=revision)``. Where the Hub is unreachable (compute nodes, CI) it works only
+from the local HF datasets cache: run the prefetch step first (``python -m
+grades.prefetch``, the workflow's ``prefetch`` target), then ``HF_DATASETS_OFFLINE=1``.
+
+Row formats (option ``format``):
+
+``commonsense170k``
+    The commonsense-170k fine-tuning mixture of LLM-Adapters (the union of the
+    training sets of BoolQ, PIQA, SIQA, HellaSwag, WinoGrande, ARC-e, ARC-c and OBQA
+    as instructions), rows ``{"instruction", "input", "output", "answer"}``. Each row
+    becomes a *prompt/target* item: ``prompt`` = instruction (and input, when there is
+    one) followed by ``"\\nAnswer:"``, ``target`` = ``" " + output``. Training then
+    puts the loss on the target only, like every other dataset here.
+``mc``
+    A multiple-choice dataset with configurable field names (``context_field``,
+    ``question_field``, ``choices_field``, ``label_field``): rows become our usual
+    ``{"id", "context", "question", "choices", "label"}`` items. A label given as a
+    letter (``"B"``) or a 1-based digit string is converted (``label_base``).
+
+The rows are shuffled with ``seed`` and split into test / validation / train
+(``n_test``, ``n_validation``, ``n_train`` = 0 for all the rest), like the other sources.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..config import ConfigError
+from . import DataError, split_rows
+
+FORMATS = ("commonsense170k", "mc")
+DEFAULTS: dict[str, Any] = {
+    "format": "commonsense170k", "config": "", "split": "train", "revision": "",
+    "n_validation": 120, "n_test": 120, "n_train": 0, "seed": 0,
+    "context_field": "context", "question_field": "question", "choices_field": "choices",
+    "label_field": "label", "label_base": 0,
+}
+
+
+def load_rows(dataset_id: str, opts: dict) -> Iterable[dict]:
+    """The rows of one split from the Hub or the local HF datasets cache."""
+    import datasets
+
+    kw: dict[str, Any] = {"split": opts["split"]}
+    if opts["config"]:
+        kw["name"] = opts["config"]
+    if opts["revision"]:
+        kw["revision"] = opts["revision"]
+    try:
+        return datasets.load_dataset(dataset_id, **kw)
+    except Exception as e:  # ConnectionError, offline-mode errors, unknown ids ...
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"data.source = 'hf-dataset:{dataset_id}': could not load split '{opts['split']}' from "
+                        f"the Hub or the local HF datasets cache ({why}). Prefetch it where the Hub is reachable: "
+                        f"python -m grades.prefetch --workflow-config CONFIG") from e
+
+
+#: the loader used by :func:`build` (tests replace it with an in-memory fake)
+LOADER: Callable[[str, dict], Iterable[dict]] = load_rows
+
+
+def commonsense_row(r: dict, i: int) -> dict | None:
+    """One LLM-Adapters commonsense row -> a prompt/target item (None if a field is empty)."""
+    instr = str(r.get("instruction") or "").strip()
+    extra = str(r.get("input") or "").strip()
+    out = str(r.get("output") or "").strip()
+    if not instr or not out:
+        return None
+    prompt = instr + ("\n" + extra if extra else "") + "\nAnswer:"
+    item = {"id": f"cs170k-{i}", "prompt": prompt, "target": " " + out}
+    if r.get("answer") not in (None, ""):
+        item["answer"] = str(r["answer"]).strip()
+    return item
+
+
+def _label(v, n: int, base: int) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        s = v.strip()
+        if len(s) == 1 and s.isalpha():
+            return "ABCDEFGHIJ".index(s.upper()) if s.upper() in "ABCDEFGHIJ" else None
+        if not s.lstrip("-").isdigit():
+            return None
+        v = int(s)
+    if not isinstance(v, int):
+        return None
+    v -= base
+    return v if 0 <= v < n else None
+
+
+def mc_row(r: dict, i: int, o: dict) -> dict | None:
+    choices = r.get(o["choices_field"])
+    if isinstance(choices, dict) and "text" in choices:  # ARC/OBQA style {"text": [...], "label": [...]}
+        choices = choices["text"]
+    if not isinstance(choices, list) or len(choices) < 2:
+        return None
+    choices = [str(c) for c in choices]
+    label = _label(r.get(o["label_field"]), len(choices), o["label_base"])
+    if label is None:
+        return None
+    return {"id": str(r.get("id", f"row-{i}")), "context": str(r.get(o["context_field"]) or ""),
+            "question": str(r.get(o["question_field"]) or ""), "choices": choices, "label": label}
+
+
+def convert(rows: Iterable[dict], opts: dict) -> tuple[list[dict], int]:
+    """(items, rows skipped) for the configured format."""
+    out, bad = [], 0
+    for i, r in enumerate(rows):
+        item = commonsense_row(r, i) if opts["format"] == "commonsense170k" else mc_row(r, i, opts)
+        if item is None:
+            bad += 1
+        else:
+            out.append(item)
+    return out, bad
+
+
+def build(dataset_id: str, opts: dict, out: Path):
+    if opts["format"] not in FORMATS:
+        raise ConfigError(f"data.options.format = {opts['format']!r}: choose one of {list(FORMATS)}")
+    if "/" not in dataset_id:
+        raise ConfigError(f"data.source = 'hf-dataset:{dataset_id}': expected a Hub id ORG/NAME")
+    items, bad = convert(LOADER(dataset_id, opts), opts)
+    total = len(items) + bad
+    if not items:
+        raise DataError(f"hf-dataset:{dataset_id}: no usable rows in split '{opts['split']}' "
+                        f"(format {opts['format']}, {bad} skipped)")
+    if bad > 0.02 * total:
+        raise DataError(f"hf-dataset:{dataset_id}: {bad} of {total} rows could not be converted with format "
+                        f"{opts['format']!r}; wrong format or field names?")
+    splits = split_rows(items, opts["n_validation"], opts["n_test"], opts["n_train"] or None, opts["seed"])
+    meta = {"description": f"{dataset_id} (split {opts['split']}) from the Hugging Face Hub, format {opts['format']}",
+            "hub_id": dataset_id, "rows": total, "unconverted_rows": bad}
+    return splits, meta, {}

@@ -1,0 +1,302 @@
+"""Vision-language runs: the multimodal table and the VLM convergence figure.
+
+Built only from run files, like the other tables and figures. A run is a
+vision-language run when its ``train.json`` says ``modality: vision-language``
+(:func:`grades.vlm.train_inputs`) or counts vision-tower FLOPs.
+
+``multimodal.{csv,md}``
+    one row per VLM x setting (and the base model): accuracy ± standard error
+    (``grades.vlm evaluate``'s eval.json; the mean over seeds, errors combined as
+    sqrt(sum se^2) / n), chance, training time, training FLOPs and the part spent in
+    the vision tower and connector, steps, and the matrices frozen per tower
+    (``frozen / tracked``, from ``freeze_events.csv`` and ``components_by_tower``).
+    The CSV adds the accuracy per question type (``acc_<type>``).
+
+``vlm_convergence.{png,pdf}``
+    one column per GradES VLM run (lowest seed): top, the mean signal of each tower
+    over the matrices still training, per optimizer step (log scale), with both
+    thresholds (``language_tau``, ``vision_tau``) as dotted lines in the tower's colour
+    and the end of the grace period; bottom, the number of frozen matrices per tower
+    against the step, with the tower's tracked total dashed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write_text
+from .figures import Run, _grace_line, _log, _log_y, _new_figure, _remove_stale, _save, find_runs
+
+TOWERS = ("language", "vision")
+TOWER_COLOURS = {"language": "#1f77b4", "vision": "#d62728"}
+FIGURE = "vlm_convergence"
+
+
+def _load(p: Path) -> dict | None:
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_vlm_run(train: dict) -> bool:
+    return train.get("modality") == "vision-language" or "vision" in (train.get("flops") or {})
+
+
+def _frozen_by_tower(run_dir: Path) -> dict[str, int]:
+    p = run_dir / "freeze_events.csv"
+    try:
+        ev = pd.read_csv(p)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return {}
+    if "tower" not in ev.columns:
+        return {}
+    return {str(k): int(v) for k, v in ev.groupby("tower").size().items()}
+
+
+def _eval_fields(e: dict | None) -> dict:
+    if not e or not e.get("tasks"):
+        return {}
+    task, r = next(iter(e["tasks"].items()))
+    out = {"task": task, "acc": r.get("acc"), "acc_stderr": r.get("acc_stderr"), "n": r.get("n"),
+           "chance": r.get("chance_acc") if r.get("chance_acc") is not None else
+           (1 / r["n_choices"] if r.get("n_choices") else math.nan)}
+    for t, v in (r.get("by_type") or {}).items():
+        out[f"acc_{t}"] = v.get("acc")
+    return out
+
+
+def collect(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per finished VLM run (and per VLM base evaluation)."""
+    root = Path(runs_dir)
+    rows, vlm_models = [], set()
+    for tj in sorted(root.glob("*/*/seed*/train.json")):
+        t = _load(tj)
+        if not t or t.get("status") != "ok" or not is_vlm_run(t):
+            continue
+        d = tj.parent
+        model = d.parent.parent.name
+        vlm_models.add(model)
+        fl = t.get("flops") or {}
+        tracked = t.get("components_by_tower") or {}
+        frozen = _frozen_by_tower(d)
+        row = {"model": model, "setting": t["name"], "mode": t["mode"], "method": t["method"],
+               "seed": int(d.name.removeprefix("seed")), "train_time_s": t.get("train_time_s"),
+               "total_time_s": t.get("total_time_s"), "flops_train": fl.get("total"),
+               "flops_vision": fl.get("vision", 0.0), "steps_run": t.get("steps_run"),
+               "steps_planned": t.get("steps_planned"), "stop_reason": t.get("stop_reason")}
+        for tower in TOWERS:
+            row[f"frozen_{tower}"] = frozen.get(tower, 0)
+            row[f"tracked_{tower}"] = tracked.get(tower, math.nan)
+        row.update(_eval_fields(_load(d / "eval.json")))
+        rows.append(row)
+    for ej in sorted(root.glob("*/base/eval.json")):
+        e = _load(ej)
+        model = ej.parent.parent.name
+        if e and (model in vlm_models or e.get("backend") == "grades-vlm"):
+            rows.append({"model": model, "setting": "Base", "mode": "base", "method": "none", "seed": 0,
+                         **_eval_fields(e)})
+    return pd.DataFrame(rows)
+
+
+def _sem(se: pd.Series) -> float:
+    se = pd.to_numeric(se, errors="coerce").dropna()
+    return float(np.sqrt((se**2).sum()) / len(se)) if len(se) else math.nan
+
+
+def multimodal_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seeds averaged; accuracy, stderr and chance in percent; Base first per model."""
+    if runs.empty:
+        return pd.DataFrame()
+    runs = runs.copy()
+    for c in ("acc", "acc_stderr", "chance"):
+        if c not in runs.columns:
+            runs[c] = math.nan
+    keys = ["model", "setting", "mode", "method"]
+    g = runs.groupby(keys, sort=False)
+    num = [c for c in runs.columns if c not in keys + ["seed", "stop_reason", "task", "acc_stderr"]
+           and pd.api.types.is_numeric_dtype(runs[c])]
+    out = g[num].mean().reset_index()
+    out["acc_stderr"] = g["acc_stderr"].agg(_sem).values
+    out["seeds"] = g["seed"].nunique().values
+    if "stop_reason" in runs.columns:
+        out["stop_reason"] = g["stop_reason"].agg(lambda s: "; ".join(sorted({str(x) for x in s.dropna()}))).values
+    if "task" in runs.columns:
+        out["task"] = g["task"].first().values
+    pct = ["acc", "acc_stderr", "chance"] + [c for c in out.columns if c.startswith("acc_") and c != "acc_stderr"]
+    for c in pct:
+        out[c] = out[c] * 100
+    rank = {"base": 0, "fp": 1, "lora": 2}
+    out["_r"] = out["mode"].map(rank).fillna(3)
+    out["_m"] = out["method"].ne("none")
+    out = out.sort_values(["model", "_r", "_m", "setting"]).drop(columns=["_r", "_m"])
+    first = ["model", "setting", "mode", "method", "task", "acc", "acc_stderr", "chance", "n", "train_time_s",
+             "total_time_s", "flops_train", "flops_vision", "steps_run", "steps_planned", "frozen_language",
+             "tracked_language", "frozen_vision", "tracked_vision", "stop_reason", "seeds"]
+    cols = [c for c in first if c in out.columns] + sorted(c for c in out.columns if c not in first)
+    return out[cols].reset_index(drop=True)
+
+
+def _num(v, fmt: str) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(f) else format(f, fmt)
+
+
+def _frozen_cell(r, tower: str) -> str:
+    tr = r.get(f"tracked_{tower}")
+    fz = r.get(f"frozen_{tower}")
+    if r["mode"] == "base" or tr is None or (isinstance(tr, float) and math.isnan(tr)):
+        return "–"
+    return f"{_num(fz, '.0f')}/{_num(tr, '.0f')}"
+
+
+def multimodal_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "_no vision-language runs found_\n"
+    lines = ["Vision-language models: multiple-choice accuracy (%) ± standard error (grades.vlm evaluate: "
+             "log-likelihood of each choice given image and question), training time (s, this machine), "
+             "training FLOPs (analytic; 'vision' = vision tower + connector), and weight matrices frozen per "
+             "tower (frozen / tracked).", ""]
+    head = ["model", "setting", "accuracy", "train s", "FLOPs", "vision FLOPs", "steps", "frozen language",
+            "frozen vision"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, r in table.iterrows():
+        acc = "–" if pd.isna(r.get("acc")) else f"{r['acc']:.1f} ± {_num(r.get('acc_stderr'), '.1f')}"
+        steps = "–" if r["mode"] == "base" else f"{_num(r.get('steps_run'), '.0f')}/{_num(r.get('steps_planned'), '.0f')}"
+        lines.append("| " + " | ".join([
+            str(r["model"]), str(r["setting"]), acc, _num(r.get("train_time_s"), ".1f"),
+            _num(r.get("flops_train"), ".3g"), _num(r.get("flops_vision"), ".3g"), steps,
+            _frozen_cell(r, "language"), _frozen_cell(r, "vision")]) + " |")
+    chance = table["chance"].dropna()
+    if len(chance):
+        lines += ["", f"Chance level: {chance.iloc[0]:.1f}%."]
+    types = [c for c in table.columns if c.startswith("acc_") and c != "acc_stderr"]
+    if types:
+        lines += ["", "Accuracy (%) per question type:", "",
+                  "| model | setting | " + " | ".join(c[4:] for c in types) + " |",
+                  "|---|---|" + "|".join("---" for _ in types) + "|"]
+        for _, r in table.iterrows():
+            lines.append(f"| {r['model']} | {r['setting']} | " + " | ".join(_num(r.get(c), ".1f") for c in types)
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- figure
+def tower_signal_means(signals: pd.DataFrame) -> pd.DataFrame:
+    """Per step (index) and tower (columns): mean signal over the tower's matrices still
+    training (frozen matrices have no signal)."""
+    if signals.empty:
+        return pd.DataFrame()
+    s = signals[np.isfinite(signals["value"])]
+    table = s.pivot_table(index="step", columns="tower", values="value", aggfunc="mean", observed=True)
+    table.columns = [str(c) for c in table.columns]
+    return table[[t for t in TOWERS if t in table.columns]]
+
+
+def frozen_count_by_tower(events: pd.DataFrame, last_step: int) -> dict[str, pd.DataFrame]:
+    """Per tower: (step, frozen) step-function rows from step 0 to ``last_step``."""
+    out = {}
+    for tower in TOWERS:
+        ev = events[events["tower"] == tower] if len(events) else events
+        counts = ev.groupby("step").size().sort_index() if len(ev) else pd.Series(dtype=int)
+        steps = [0] + [int(x) for x in counts.index]
+        frozen = [0] + [int(c) for c in counts.cumsum()]
+        if steps[-1] < last_step:
+            steps.append(int(last_step))
+            frozen.append(frozen[-1])
+        out[tower] = pd.DataFrame({"step": steps, "frozen": frozen})
+    return out
+
+
+def _tracked(r: Run, tower: str) -> int | None:
+    n = (r.train.get("components_by_tower") or {}).get(tower)
+    if n is None and len(r.signals):
+        n = r.signals.loc[r.signals["tower"] == tower, "component"].nunique() or None
+    return int(n) if n else None
+
+
+def vlm_convergence(runs: list[Run]):
+    """The figure, or None when no GradES VLM run has signals."""
+    runs = [r for r in runs if r.method == "grades" and is_vlm_run(r.train) and r.has_signals]
+    if not runs:
+        return None
+    fig = _new_figure(6.4 * len(runs), 7.2)
+    axes = fig.subplots(2, len(runs), squeeze=False)
+    for j, r in enumerate(runs):
+        top, bottom = axes[0][j], axes[1][j]
+        means = tower_signal_means(r.signals)
+        x_max = max(r.steps_planned, r.steps_run)
+        for tower in means.columns:
+            s = means[tower]
+            s = s[np.isfinite(s) & (s > 0)]
+            top.plot(s.index, s.values, color=TOWER_COLOURS.get(tower, "grey"), lw=1.4,
+                     label=f"{tower} (mean of {_tracked(r, tower) or '?'} matrices, unfrozen only)")
+        for tower in TOWERS:
+            tau = r.tau_for(tower)
+            if math.isfinite(tau) and tau > 0:
+                top.axhline(tau, color=TOWER_COLOURS[tower], ls=":", lw=1.8, label=f"{tower}_tau = {tau:.4g}")
+        _grace_line(top, r.grace_step, f"grace end (α = {r.alpha:g}, step {r.grace_step})")
+        _log_y(top)
+        top.set_xlim(0, x_max)
+        top.set_xlabel("optimizer step")
+        top.set_ylabel("signal (L1, log scale)")
+        top.set_title(f"{r.label}\nmean signal per tower, {r.signal_tex}", fontsize=10)
+        top.legend(fontsize=7, loc="best")
+        top.grid(True, which="major", alpha=0.3)
+
+        curves = frozen_count_by_tower(r.events, r.steps_run)
+        for tower, c in curves.items():
+            n = _tracked(r, tower)
+            if n is None:
+                continue
+            col = TOWER_COLOURS[tower]
+            bottom.step(c["step"], c["frozen"], where="post", color=col, lw=1.8,
+                        label=f"{tower}: {int(c['frozen'].iloc[-1])}/{n} frozen")
+            bottom.axhline(n, color=col, ls="--", lw=0.9, alpha=0.6)
+        _grace_line(bottom, r.grace_step, "grace end")
+        if r.steps_run < r.steps_planned:
+            bottom.axvline(r.steps_run, color="black", ls="-.", lw=1, label=f"stopped at step {r.steps_run}")
+        bottom.set_xlim(0, x_max)
+        bottom.set_ylim(bottom=-0.5)
+        bottom.set_xlabel("optimizer step")
+        bottom.set_ylabel("frozen weight matrices")
+        bottom.set_title("frozen matrices per tower (dashed: tracked total)", fontsize=10)
+        bottom.legend(fontsize=8, loc="upper left")
+        bottom.grid(True, alpha=0.3)
+    fig.suptitle("GradES on a vision-language model: convergence per tower", fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------- entry point
+def write_multimodal(runs_dir: str | Path, tables_dir: str | Path, figures_dir: str | Path,
+                     placeholder: bool = True) -> dict[str, Path]:
+    """Write multimodal.{csv,md} and vlm_convergence.{png,pdf}. Without a GradES VLM run
+    the figure is a placeholder saying so (the workflow expects the file), or, with
+    ``placeholder=False``, skipped (and a stale one removed)."""
+    table = multimodal_table(collect(runs_dir))
+    tout = Path(tables_dir)
+    written = {
+        "multimodal.csv": atomic_write_text(tout / "multimodal.csv", table.to_csv(index=False, float_format="%.6g")),
+        "multimodal.md": atomic_write_text(tout / "multimodal.md", multimodal_markdown(table)),
+    }
+    fout = Path(figures_dir)
+    fig = vlm_convergence(find_runs(runs_dir))
+    if fig is None:
+        why = f"no GradES vision-language run with signals under {runs_dir}"
+        if not placeholder:
+            _log(f"skipping {FIGURE}: {why}")
+            _remove_stale(fout, FIGURE)
+            return written
+        _log(f"{FIGURE}: {why}; writing a placeholder")
+        fig = _new_figure(6.4, 2.0)
+        fig.text(0.5, 0.5, f"VLM convergence: {why}", ha="center", va="center", fontsize=9, wrap=True)
+    written.update(_save(fig, fout, FIGURE))
+    return written

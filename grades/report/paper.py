@@ -1,0 +1,222 @@
+"""Our numbers in the paper's layout, beside the paper's own (``results/paper/``).
+
+The paper's language table is models x methods x eight benchmarks + the average, in
+percent with two decimals; its efficiency summary gives training time, speedup over FP
+and a FLOPs figure for Qwen3-14B and Qwen3-0.6B. From the run files of a profile and
+the model-name map ``report.paper_models`` (our key -> the paper's name) this writes:
+
+    paper_accuracy.{csv,md}     ours, in exactly the paper's layout
+    paper_reference.md          the paper's table (results/paper/accuracy_language.csv)
+    paper_comparison.{csv,md}   every cell: ours, paper, ours - paper; the average too
+    paper_efficiency.{csv,md}   train time, speedup vs FP, FLOPs ratio: ours beside the paper's
+
+Our average is the mean of our eight benchmarks. The paper's printed averages are taken
+as printed (one is off by 0.01 from the mean of its row: results/paper/README.md).
+Benchmarks are lm-eval task names, mapped to the paper's (``social_iqa`` -> ``siqa``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_write_text
+from ..workflow import PAPER_TABLES  # noqa: F401 - the file names the workflow declares
+
+BENCHMARKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "openbookqa", "arc_challenge", "arc_easy"]
+HEADERS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
+           "openbookqa": "OBQA", "arc_challenge": "ARC-c", "arc_easy": "ARC-e", "avg": "Avg"}
+TASK_TO_BENCHMARK = {"social_iqa": "siqa", "siqa_local": "siqa"}
+METHODS = ["FP", "FP+ES", "FP+GradES", "LoRA", "LoRA+ES", "LoRA+GradES"]
+PAPER_MODEL_ORDER = ["Qwen3-14B", "Phi4-14B", "Qwen3-0.6B", "Llama-3.1-8B", "Mistral-7B"]
+
+
+# ------------------------------------------------------------------ inputs
+def load_paper(paper_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accuracy, efficiency) as published: accuracy has model, method, benchmark, accuracy."""
+    d = Path(paper_dir)
+    acc = pd.read_csv(d / "accuracy_language.csv")
+    eff = pd.read_csv(d / "efficiency.csv")
+    return acc, eff
+
+
+def ours_long(evals: pd.DataFrame, paper_models: dict[str, str]) -> pd.DataFrame:
+    """Our eval rows (grades.report.runs.collect) -> model (paper name), method, benchmark, accuracy (%).
+
+    Only models in ``paper_models`` and the paper's benchmarks; the mean over seeds."""
+    cols = ["model", "method", "benchmark", "accuracy"]
+    if evals.empty:
+        return pd.DataFrame(columns=cols)
+    e = evals[evals["model"].isin(paper_models) & evals["setting"].ne("Base")].copy()
+    e["benchmark"] = e["task"].map(lambda t: TASK_TO_BENCHMARK.get(t, t))
+    e = e[e["benchmark"].isin(BENCHMARKS)]
+    if e.empty:
+        return pd.DataFrame(columns=cols)
+    e["model"] = e["model"].map(paper_models)
+    g = e.groupby(["model", "setting", "benchmark"], sort=False)["acc"].mean().reset_index()
+    g["accuracy"] = g["acc"] * 100
+    out = g.rename(columns={"setting": "method"})[["model", "method", "benchmark", "accuracy"]]
+    avg = out.groupby(["model", "method"], sort=False)["accuracy"].agg(["mean", "count"]).reset_index()
+    avg = avg[avg["count"] == len(BENCHMARKS)]  # an average only over all eight
+    avg = avg.assign(benchmark="avg", accuracy=avg["mean"])[cols]
+    return pd.concat([out, avg], ignore_index=True)
+
+
+# ------------------------------------------------------------------ layout
+def _order(models, methods):
+    mo = [m for m in PAPER_MODEL_ORDER if m in models] + sorted(m for m in models if m not in PAPER_MODEL_ORDER)
+    me = [m for m in METHODS if m in methods] + sorted(m for m in methods if m not in METHODS)
+    return mo, me
+
+
+def wide(long: pd.DataFrame) -> pd.DataFrame:
+    """Paper layout: one row per model x method, columns BENCHMARKS + avg (NaN where missing)."""
+    cols = BENCHMARKS + ["avg"]
+    if long.empty:
+        return pd.DataFrame(columns=["model", "method", *cols])
+    t = long.pivot_table(index=["model", "method"], columns="benchmark", values="accuracy", aggfunc="first")
+    t = t.reindex(columns=cols)
+    mo, me = _order(set(long["model"]), set(long["method"]))
+    idx = [(m, s) for m in mo for s in me if (m, s) in t.index]
+    return t.reindex(idx).reset_index()
+
+
+def _num(v, fmt="{:.2f}") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def table_markdown(w: pd.DataFrame, title: str = "") -> str:
+    """The paper's table: model, method, eight benchmarks, average; two decimals."""
+    cols = BENCHMARKS + ["avg"]
+    head = ["Model", "Method"] + [HEADERS[c] for c in cols]
+    lines = ([title, ""] if title else []) + ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for _, r in w.iterrows():
+        lines.append("| " + " | ".join([r["model"], r["method"], *(_num(r[c]) for c in cols)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Every (model, method, benchmark) of either side: ours, paper, diff = ours - paper."""
+    o = ours.rename(columns={"accuracy": "ours"})
+    p = paper.rename(columns={"accuracy": "paper"})
+    m = o.merge(p, on=["model", "method", "benchmark"], how="outer")
+    m["diff"] = m["ours"] - m["paper"]
+    mo, me = _order(set(m["model"]), set(m["method"]))
+    key = {b: i for i, b in enumerate(BENCHMARKS + ["avg"])}
+    m["_o"] = m["model"].map({x: i for i, x in enumerate(mo)}) * 1000 + m["method"].map(
+        {x: i for i, x in enumerate(me)}) * 20 + m["benchmark"].map(lambda b: key.get(b, 19))
+    return m.sort_values("_o").drop(columns="_o").reset_index(drop=True)
+
+
+def comparison_markdown(cmp: pd.DataFrame) -> str:
+    """Rows model x method; each cell "ours / paper (Δ)"; only rows where we have a number."""
+    lines = ["Accuracy (%): ours / paper (ours − paper). The paper's numbers: results/paper/"
+             "accuracy_language.csv (one run each, no error bars); its averages as printed.", ""]
+    cols = BENCHMARKS + ["avg"]
+    head = ["Model", "Method"] + [HEADERS[c] for c in cols]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    have = cmp[cmp["ours"].notna()]
+    for (model, method), g in cmp.groupby(["model", "method"], sort=False):
+        if not ((have["model"] == model) & (have["method"] == method)).any():
+            continue
+        cells = []
+        for c in cols:
+            r = g[g["benchmark"] == c]
+            if r.empty:
+                cells.append("–")
+                continue
+            o, p, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
+            cells.append(f"{_num(o)} / {_num(p)}" + ("" if math.isnan(d) else f" ({_signed(d)})"))
+        lines.append("| " + " | ".join([model, method, *cells]) + " |")
+    n = have["diff"].notna() & have["benchmark"].ne("avg")
+    if n.any():
+        d = have.loc[n, "diff"]
+        lines += ["", f"{int(n.sum())} benchmark cells compared: mean difference {_signed(d.mean())}, "
+                      f"mean |difference| {d.abs().mean():.2f}, largest |difference| {d.abs().max():.2f} points."]
+    else:
+        lines += ["", "_no run of ours matches a cell of the paper's table yet_"]
+    return "\n".join(lines) + "\n"
+
+
+def efficiency_comparison(eff_ours: pd.DataFrame, paper_eff: pd.DataFrame, paper_models: dict[str, str],
+                          ours_acc: pd.DataFrame, baseline: str = "FP") -> pd.DataFrame:
+    """Train time, speedup vs FP, FLOPs ratio and average accuracy: ours beside the paper's."""
+    rows = []
+    o = eff_ours.copy() if not eff_ours.empty else pd.DataFrame(columns=["model", "setting"])
+    if not o.empty:
+        o = o[o["model"].isin(paper_models)].copy()
+        o["model"] = o["model"].map(paper_models)
+    avg = ours_acc[ours_acc["benchmark"] == "avg"].set_index(["model", "method"])["accuracy"] \
+        if not ours_acc.empty else pd.Series(dtype=float)
+    keys = [(r.model, r.method) for r in paper_eff.itertuples()]
+    keys += [(r.model, r.setting) for r in o.itertuples() if (r.model, r.setting) not in keys]
+    for model, method in keys:
+        p = paper_eff[(paper_eff["model"] == model) & (paper_eff["method"] == method)]
+        q = o[(o["model"] == model) & (o["setting"] == method)] if not o.empty else o
+        ours_speed = q[f"speedup_vs_{baseline}"].iloc[0] if len(q) else math.nan
+        paper_speed = float(p["speedup_vs_fp"].iloc[0]) if len(p) else math.nan
+        rows.append({
+            "model": model, "method": method,
+            "train_time_s_ours": q["total_time_s"].iloc[0] if len(q) else math.nan,
+            "train_time_s_paper": float(p["train_time_s"].iloc[0]) if len(p) else math.nan,
+            "speedup_ours": ours_speed, "speedup_paper": paper_speed, "speedup_diff": ours_speed - paper_speed,
+            "flops_ratio_ours": q[f"flops_ratio_vs_{baseline}"].iloc[0] if len(q) else math.nan,
+            "flops_as_printed_paper": float(p["flops_ratio_as_printed"].iloc[0]) if len(p) else math.nan,
+            "avg_accuracy_ours": float(avg.get((model, method), math.nan)),
+            "avg_accuracy_paper": float(p["avg_accuracy"].iloc[0]) if len(p) else math.nan,
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    mo, me = _order(set(df["model"]), set(df["method"]))
+    df["_o"] = df["model"].map({x: i for i, x in enumerate(mo)}) * 100 + df["method"].map(
+        {x: i for i, x in enumerate(me)})
+    return df.sort_values("_o").drop(columns="_o").reset_index(drop=True)
+
+
+def _signed(d: float) -> str:
+    return "–" if d is None or math.isnan(d) else f"{round(d, 2) + 0.0:+.2f}"  # no "-0.00"
+
+
+def efficiency_markdown(e: pd.DataFrame) -> str:
+    lines = ["Training time (s; ours: training + validation), speedup over FP of the same model, FLOPs and "
+             "average accuracy (%): ours beside the paper's (results/paper/efficiency.csv). The paper's FLOPs "
+             "cells are ambiguous ('0.55x reduction', '2.34x'): shown as printed, not as ratios. Our FLOPs "
+             "column is the ratio to FP (analytic matmul FLOPs of training and validation).", ""]
+    head = ["Model", "Method", "time ours", "time paper", "speedup ours", "speedup paper", "Δ speedup",
+            "FLOPs/FP ours", "FLOPs paper (as printed)", "avg ours", "avg paper"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for _, r in e.iterrows():
+        lines.append("| " + " | ".join([
+            r["model"], r["method"], _num(r["train_time_s_ours"], "{:.0f}"), _num(r["train_time_s_paper"], "{:.0f}"),
+            _num(r["speedup_ours"], "{:.2f}x"), _num(r["speedup_paper"], "{:.2f}x"),
+            _signed(r["speedup_diff"]), _num(r["flops_ratio_ours"], "{:.2f}"),
+            _num(r["flops_as_printed_paper"], "{:.2f}"), _num(r["avg_accuracy_ours"]),
+            _num(r["avg_accuracy_paper"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ write
+def write_paper_tables(train: pd.DataFrame, evals: pd.DataFrame, eff: pd.DataFrame, out_dir: str | Path,
+                       paper_dir: str | Path, paper_models: dict[str, str], baseline: str = "FP") -> dict[str, Path]:
+    """The paper-comparison tables from collected run frames (grades.report.runs.collect)."""
+    out = Path(out_dir)
+    paper_acc, paper_eff = load_paper(paper_dir)
+    ours = ours_long(evals, paper_models)
+    ow = wide(ours)
+    cmp = comparison(ours, paper_acc)
+    effc = efficiency_comparison(eff, paper_eff, paper_models, ours, baseline)
+    fmt = "%.6g"
+    return {
+        "paper_accuracy": atomic_write_text(out / "paper_accuracy.csv", ow.to_csv(index=False, float_format=fmt)),
+        "paper_accuracy_md": atomic_write_text(out / "paper_accuracy.md", table_markdown(
+            ow, "Accuracy (%) of our runs in the paper's layout (lm-eval, zero-shot; Avg = mean of the eight).")),
+        "paper_reference_md": atomic_write_text(out / "paper_reference.md", table_markdown(
+            wide(paper_acc), "The paper's table (results/paper/accuracy_language.csv; Avg as printed).")),
+        "paper_comparison": atomic_write_text(out / "paper_comparison.csv", cmp.to_csv(index=False, float_format=fmt)),
+        "paper_comparison_md": atomic_write_text(out / "paper_comparison.md", comparison_markdown(cmp)),
+        "paper_efficiency": atomic_write_text(out / "paper_efficiency.csv", effc.to_csv(index=False, float_format=fmt)),
+        "paper_efficiency_md": atomic_write_text(out / "paper_efficiency.md", efficiency_markdown(effc)),
+    }

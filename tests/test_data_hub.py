@@ -1,0 +1,117 @@
+"""``hf-dataset:`` source: argument construction and format conversion, without the Hub.
+
+The Hub is unreachable here, so ``datasets.load_dataset`` is replaced by a recorder
+that returns an in-memory ``datasets.Dataset`` (the object the real call returns)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grades.config import ConfigError
+from grades.data import DataError, check_item, format_prompt, format_target, load_split, prepare_dataset
+from grades.data import hub
+
+CS_ROWS = [  # the commonsense-170k row shape (LLM-Adapters): instruction, input, output, answer
+    {"instruction": f"Please answer the following question with true or false. Question {i}?",
+     "input": "", "output": f"the correct answer is {'true' if i % 2 else 'false'}",
+     "answer": "true" if i % 2 else "false"} for i in range(30)
+] + [{"instruction": "Choose the ending. Ending1: a Ending2: b", "input": "extra context",
+      "output": "the correct answer is ending2", "answer": "ending2"}]
+
+
+def fake_loader(rows, calls):
+    import datasets
+
+    def load_dataset(path, **kw):
+        calls.append((path, kw))
+        return datasets.Dataset.from_list(rows)
+
+    return load_dataset
+
+
+def test_load_rows_builds_the_load_dataset_call(monkeypatch):
+    import datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", fake_loader(CS_ROWS, calls))
+    opts = {**hub.DEFAULTS}
+    rows = hub.load_rows("zwhe99/commonsense_170k", opts)
+    assert len(rows) == len(CS_ROWS)
+    assert calls == [("zwhe99/commonsense_170k", {"split": "train"})]
+    hub.load_rows("org/mc", {**opts, "config": "main", "split": "validation", "revision": "abc123"})
+    assert calls[-1] == ("org/mc", {"split": "validation", "name": "main", "revision": "abc123"})
+
+
+def test_load_rows_offline_error_says_prefetch(monkeypatch):
+    import datasets
+
+    def boom(path, **kw):
+        raise ConnectionError("Couldn't reach 'zwhe99/commonsense_170k' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+    with pytest.raises(DataError, match="hf-dataset:zwhe99/commonsense_170k.*grades.prefetch"):
+        hub.load_rows("zwhe99/commonsense_170k", dict(hub.DEFAULTS))
+
+
+def test_commonsense_rows_become_prompt_target_items(tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", fake_loader(CS_ROWS, calls))
+    out = prepare_dataset("hf-dataset:zwhe99/commonsense_170k", tmp_path / "cs", n_validation=5, n_test=3, seed=1)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["counts"] == {"train": 23, "validation": 5, "test": 3} and meta["hub_id"] == "zwhe99/commonsense_170k"
+    assert meta["n_choices"] == [] and meta["unconverted_rows"] == 0
+    train = load_split(out, "train")
+    allrows = train + load_split(out, "validation") + load_split(out, "test")
+    assert sorted(r["id"] for r in allrows) == sorted(f"cs170k-{i}" for i in range(len(CS_ROWS)))
+    last = next(r for r in allrows if r["id"] == f"cs170k-{len(CS_ROWS) - 1}")
+    assert last["prompt"] == "Choose the ending. Ending1: a Ending2: b\nextra context\nAnswer:"
+    assert last["target"] == " the correct answer is ending2" and last["answer"] == "ending2"
+    # training formats these items verbatim
+    assert format_prompt(last) == last["prompt"] and format_target(last) == last["target"]
+    # deterministic: the same seed gives the same split
+    again = prepare_dataset("hf-dataset:zwhe99/commonsense_170k", tmp_path / "cs2", n_validation=5, n_test=3, seed=1)
+    assert (again / "train.jsonl").read_text() == (out / "train.jsonl").read_text()
+
+
+def test_tokenize_prompt_target_items_puts_loss_on_target_only():
+    from grades.models import train_tokenizer
+    from grades.train import tokenize_examples
+
+    tok = train_tokenizer(["Question one? Answer: the correct answer is true"] * 4, 300)
+    ex = {"id": "x", "prompt": "Question one?\nAnswer:", "target": " the correct answer is true"}
+    [(ids, labels)], n = tokenize_examples([ex], tok, 64, "answer", "truncate")
+    n_prompt = len(tok(ex["prompt"], add_special_tokens=False)["input_ids"])
+    assert n == 0 and labels[:n_prompt] == [-100] * n_prompt and all(x != -100 for x in labels[n_prompt:])
+
+
+def test_mc_format_with_field_names_and_letter_labels(tmp_path):
+    rows = [{"id": f"q{i}", "premise": "ctx", "q": f"question {i}", "opts": {"text": ["a", "b", "c", "d"],
+             "label": ["A", "B", "C", "D"]}, "answerKey": "ABCD"[i % 4]} for i in range(20)]
+    opts = {**hub.DEFAULTS, "format": "mc", "context_field": "premise", "question_field": "q",
+            "choices_field": "opts", "label_field": "answerKey"}
+    items, bad = hub.convert(rows, opts)
+    assert bad == 0 and [it["label"] for it in items[:5]] == [0, 1, 2, 3, 0]
+    assert items[1] == {"id": "q1", "context": "ctx", "question": "question 1", "choices": ["a", "b", "c", "d"],
+                        "label": 1}
+    for it in items:
+        check_item(it, "test")
+    one_based, _ = hub.convert([{"choices": ["x", "y"], "label": "2"}], {**hub.DEFAULTS, "format": "mc",
+                                                                          "label_base": 1})
+    assert one_based[0]["label"] == 1
+
+
+def test_bad_rows_and_options_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "LOADER", lambda i, o: [{"instruction": "", "output": ""}] * 10 + CS_ROWS)
+    with pytest.raises(DataError, match="10 of 41 rows could not be converted"):
+        prepare_dataset("hf-dataset:org/name", tmp_path / "x", n_validation=2, n_test=2)
+    with pytest.raises(ConfigError, match="format"):
+        prepare_dataset("hf-dataset:org/name", tmp_path / "y", format="alpaca")
+    with pytest.raises(ConfigError, match="did you mean 'n_test'"):
+        prepare_dataset("hf-dataset:org/name", tmp_path / "z", n_tset=2)
+    with pytest.raises(DataError, match="missing field"):
+        check_item({"id": "a", "prompt": "p"}, "row")
+    assert not (tmp_path / "x").exists()  # nothing half-written

@@ -1,0 +1,152 @@
+"""config/paper.yaml: validates with the shipped schema, expands to every model x setting,
+carries the paper's known thresholds, and turns into the right jobs (GPUs, launcher,
+evaluation arguments, cluster resources)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grades import ConfigError
+from grades import workflow as gw
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+SETTINGS = ["FP", "FP+ES", "FP+GradES", "LoRA", "LoRA+ES", "LoRA+GradES"]
+HUB_IDS = {"qwen3-14b": "Qwen/Qwen3-14B", "phi-4": "microsoft/phi-4", "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+           "llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct", "mistral-7b": "mistralai/Mistral-7B-Instruct-v0.3"}
+BENCHMARKS = ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande", "openbookqa", "arc_challenge", "arc_easy"]
+
+
+def thresholds() -> dict[str, dict]:
+    with open(ROOT / "results" / "paper" / "thresholds.csv") as f:
+        return {r["setting"]: r for r in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return gw.load(copy.deepcopy(PAPER))
+
+
+def test_five_models_six_settings(cfg):
+    runs = gw.runs(cfg)
+    assert len(runs) == 30
+    assert {r.model for r in runs} == set(HUB_IDS)
+    for m, hub_id in HUB_IDS.items():
+        assert cfg["models"][m]["source"] == f"hf:{hub_id}"
+        assert [r.setting for r in runs if r.model == m] == SETTINGS
+    d = cfg["datasets"]["commonsense-170k"]
+    assert d["source"] == "hf-dataset:zwhe99/commonsense_170k" and d["lm_eval_tasks"] == BENCHMARKS
+    assert d["eval_tasks"] == [] and gw.eval_tasks(cfg, "qwen3-14b") == BENCHMARKS
+
+
+def test_optional_qwen3_sizes_group(cfg):
+    on = gw.load({**copy.deepcopy(PAPER), "groups": ["qwen3-sizes"]})
+    extra = {r.model for r in gw.runs(on)} - {r.model for r in gw.runs(cfg)}
+    assert extra == {"qwen3-1.7b", "qwen3-4b", "qwen3-8b"} and len(gw.runs(on)) == 48
+    assert on["models"]["qwen3-8b"]["source"] == "hf:Qwen/Qwen3-8B"
+    with pytest.raises(ConfigError, match="did you mean 'qwen3-sizes'"):
+        gw.load({**copy.deepcopy(PAPER), "groups": ["qwen3-size"]})
+
+
+def test_known_thresholds_come_from_the_paper(cfg):
+    t = thresholds()
+    fp = gw.run_config(cfg, gw.Run("llama-3.1-8b", "FP+GradES", 0), "m", "d")
+    assert fp["method"]["tau"] == float(t["readme_llm_fft"]["tau"]) and fp["method"]["alpha"] == float(
+        t["readme_llm_fft"]["alpha"])
+    assert fp["method"]["signal"] == "weight_delta_l1"  # the criterion those taus were published for
+    lora = gw.run_config(cfg, gw.Run("mistral-7b", "LoRA+GradES", 0), "m", "d")
+    assert lora["method"]["tau"] == float(t["readme_llm_lora"]["tau"])
+    q14 = gw.run_config(cfg, gw.Run("qwen3-14b", "LoRA+GradES", 0), "m", "d")
+    assert q14["method"]["tau"] == float(t["readme_first_version"]["tau"])
+    q06 = gw.run_config(cfg, gw.Run("qwen3-0.6b", "LoRA+GradES", 0), "m", "d")
+    assert q06["method"]["tau"] == float(t["paper_figure1"]["tau"]) and q06["method"]["signal"] == "grad_l1"
+    # VLM thresholds (declared, not expanded)
+    v = cfg["vlm"]["experiments"]
+    m = v["qwen2.5-vl-7b"]["settings"]["LoRA+GradES"]["method"]
+    assert (m["vision_tau"], m["language_tau"]) == (float(t["readme_vlm_lora"]["vision_tau"]),
+                                                    float(t["readme_vlm_lora"]["language_tau"]))
+    n = v["nanovlm"]["settings"]["FP+GradES"]["method"]
+    row = t["nanovlm_readme_table10"]
+    assert (n["vision_tau"], n["language_tau"], n["alpha"], n["check_interval"]) == (
+        float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]), int(row["compute_interval"]))
+
+
+def test_run_configs_for_the_gpu_cluster(cfg):
+    rc = gw.run_config(cfg, gw.Run("phi-4", "LoRA", 0), "m", "d")
+    assert rc["lora"]["targets"] == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # Phi-3 fused projections
+    assert rc["model"]["dtype"] == "bfloat16" and rc["device"] == "auto" and rc["optim"]["lr"] == 2.0e-4
+    fp = gw.run_config(cfg, gw.Run("qwen3-14b", "FP", 0), "m", "d")
+    assert fp["optim"]["lr"] == 2.0e-5 and fp["steps"] == 3500 and fp["seq_len"] == 256
+    assert fp["lora"]["targets"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_job_resources_scale_with_model_size(cfg):
+    big = gw.job_resources(cfg, "qwen3-14b", "train")
+    small = gw.job_resources(cfg, "qwen3-0.6b", "train")
+    assert big["gpu"] == 4 and small["gpu"] == 1
+    assert big["cpus"] == 32 and small["cpus"] == 8  # cpus_per_gpu 8
+    assert big["mem_mb"] == 32000 + 2500 * 14.8 * 4 and small["mem_mb"] == 32000 + 2500 * 0.6
+    assert big["runtime"] == 1068 and small["runtime"] == 216  # minutes: 180 + 60 per billion
+    assert small["runtime"] < big["runtime"]
+    ev = gw.job_resources(cfg, "qwen3-14b", "evaluate")
+    assert ev["gpu"] == 1 and ev["mem_mb"] == 76400  # 32000 + 3000 * 14.8: one process
+    assert gw.job_resources(cfg, "qwen3-14b", "prepare")["gpu"] == 0
+    over = copy.deepcopy(PAPER)
+    over["models"]["qwen3-14b"]["resources"] = {"train": {"runtime": 2000, "gpu": 8}}
+    o = gw.job_resources(gw.load(over), "qwen3-14b", "train")
+    assert o["runtime"] == 2000 and o["gpu"] == 8 and o["mem_mb"] == big["mem_mb"]
+
+
+def test_launcher_for_multi_gpu_models(cfg):
+    assert gw.train_launcher(cfg, "qwen3-0.6b", "/usr/bin/python3") == "/usr/bin/python3 -m grades.train"
+    assert gw.train_launcher(cfg, "qwen3-14b", "/opt/py env/python") == (
+        "'/opt/py env/python' -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 4 -m grades.train")
+    acc = gw.load({**copy.deepcopy(PAPER), "launcher": {"name": "accelerate", "args": "--main_process_port 0"}})
+    assert gw.train_launcher(acc, "llama-3.1-8b", "py") == (
+        "py -m accelerate.commands.launch --num_processes 2 --num_machines 1 --main_process_port 0 --module grades.train")
+
+
+def test_eval_arguments_per_backend(cfg):
+    assert gw.eval_args(cfg, "qwen3-14b") == (
+        "--backend vllm --batch-size 32 --dtype bfloat16 --num-fewshot 0 --seed 0 "
+        "--tensor-parallel-size 1 --gpu-memory-utilization 0.85 --max-model-len 2048")
+    hf = gw.load({**copy.deepcopy(PAPER), "eval": {**PAPER["eval"], "backend": "hf", "lora": "merged"}})
+    assert gw.eval_args(hf, "qwen3-14b") == (
+        "--backend hf --batch-size 32 --dtype bfloat16 --num-fewshot 0 --seed 0 --merge-adapter --device cuda")
+
+
+def test_vlm_block_is_validated_but_not_expanded(cfg):
+    assert set(cfg["vlm"]["models"]) == {"qwen2.5-vl-7b", "nanovlm-222m"}
+    assert cfg["vlm"]["models"]["qwen2.5-vl-7b"]["source"] == "hf:Qwen/Qwen2.5-VL-7B-Instruct"
+    assert not any(r.model.startswith(("qwen2.5-vl", "nanovlm")) for r in gw.runs(cfg))
+    bad = copy.deepcopy(PAPER)
+    bad["vlm"]["experiments"]["nanovlm"]["eval_data"] = ["mmstr"]
+    with pytest.raises(ConfigError, match="did you mean 'mmstar'"):
+        gw.load(bad)
+    bad = copy.deepcopy(PAPER)
+    bad["vlm"]["experiments"]["nanovlm"]["settings"]["FP+GradES"]["method"]["visoin_tau"] = 1.0
+    with pytest.raises(ConfigError, match="vlm.experiments.nanovlm.settings.FP\\+GradES.*visoin_tau"):
+        gw.load(bad)
+
+
+def test_unknown_values_are_marked_as_assumptions():
+    text = (ROOT / "config" / "paper.yaml").read_text()
+    assert text.count("# assumption") >= 12
+    for needle in ("steps: 3500", "num_fewshot: 0", "llama-3.1-8b:", "mistral-7b:", "zwhe99/commonsense_170k"):
+        block = text[text.index(needle) - 600: text.index(needle) + 200]
+        assert "assumption" in block, needle
+
+
+def test_other_profiles_unchanged():
+    for name in ("config.yaml", "smoke.yaml"):
+        c = gw.load(yaml.safe_load((ROOT / "config" / name).read_text()))
+        assert c["vlm"] is None and c["groups"] == [] and all(mc["gpus"] == 0 for mc in c["models"].values())
+        for m in c["models"]:
+            assert gw.train_launcher(c, m, "py") == "py -m grades.train"
+            assert gw.job_resources(c, m, "train")["gpu"] == 0
+            assert "--backend hf" in gw.eval_args(c, m) and "--device cpu" in gw.eval_args(c, m)

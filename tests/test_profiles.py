@@ -1,0 +1,198 @@
+"""Snakemake profiles and the prefetch step, as far as a machine without SLURM, GPUs or
+the Hub allows: dry runs of the real workflow, and the prefetch plan and calls."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grades import prefetch as pf
+from grades import workflow as gw
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+MODELS = ["qwen3-14b", "phi-4", "qwen3-0.6b", "llama-3.1-8b", "mistral-7b"]
+SLUGS = ["fp", "fp-es", "fp-grades", "lora", "lora-es", "lora-grades"]
+
+
+def job_stats(out: str) -> dict[str, int]:
+    block = out[out.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+def dry_run(*args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    return out
+
+
+def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install 'grades-harness[slurm]'")
+    out = dry_run("--configfile", "config/paper.yaml", "--profile", "workflow/profiles/slurm", "all", "prefetch")
+    stats = job_stats(out)
+    assert stats["train"] == stats["evaluate"] == 30 and stats["run_config"] == 30
+    assert stats["evaluate_base"] == stats["prepare_model"] == 5 and stats["prepare_data"] == 1
+    assert stats["prefetch"] == 1 and stats["total"] == 105  # + run_config x 30, tables, figures, all
+    for m in MODELS:
+        for s in SLUGS:
+            assert f"results/runs/paper/{m}/{s}/seed0/train.json" in out
+            assert f"results/runs/paper/{m}/{s}/seed0/eval.json" in out
+    assert "results/runs/paper/qwen3-8b" not in out and "cache/paper/models/qwen3-8b" not in out  # group off
+    # the 14B models train on 4 GPUs through torchrun, with their resources
+    cmds = [ln for ln in out.splitlines() if " -m grades.train " in ln]
+    torchrun = [c for c in cmds if "torch.distributed.run" in c]
+    assert len(cmds) == 30 and len(torchrun) == 24  # 14B x2 (4 GPUs), 8B/7B x2 (2 GPUs); 0.6B plain
+    assert all("--nproc_per_node 4" in c for c in torchrun if "/qwen3-14b/" in c or "/phi-4/" in c)
+    block = next(b for b in out.split("\nrule ") if b.startswith("train:")
+                 and "wildcards: model=qwen3-14b, setting=fp, seed=0" in b)
+    res = re.search(r"resources: (.*)", block)[1]
+    assert "gpu=4" in res and "mem_mb=180000" in res and "runtime=1068" in res
+    assert "cpus_per_task=32" in res and "slurm_partition=gpu" in res
+    assert "--backend vllm" in out and "--set threads=32" in out
+    prep = next(b for b in out.split("\nrule ") if b.startswith("prepare_model:") and "model=qwen3-14b" in b)
+    res = re.search(r"resources: (.*)", prep)[1]
+    assert "cpus_per_task=4" in res and "gpu=" not in res and "slurm_partition=cpu" in res
+
+
+def test_default_profile_runs_the_smoke_profile_locally():
+    out = dry_run("--configfile", "config/smoke.yaml", "--profile", "workflow/profiles/default")
+    stats = job_stats(out)
+    assert stats["train"] == stats["evaluate"] == 4 and "prefetch" not in stats
+    assert "torch.distributed.run" not in out and "gpu=0" in out
+
+
+# ------------------------------------------------------------------ prefetch
+def fake_tasks(tasks):
+    table = {"boolq": ("aps/super_glue", "boolq"), "piqa": ("baber/piqa", None),
+             "social_iqa": ("lighteval/siqa", None), "hellaswag": ("Rowan/hellaswag", None),
+             "winogrande": ("allenai/winogrande", "winogrande_xl"), "openbookqa": ("allenai/openbookqa", "main"),
+             "arc_easy": ("allenai/ai2_arc", "ARC-Easy"), "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge")}
+    return {t: {"path": table[t][0], "name": table[t][1], "kwargs": {}} for t in tasks}
+
+
+def test_plan_lists_every_hub_download_once():
+    cfg = gw.load(copy.deepcopy(PAPER))
+    items = pf.plan(cfg, task_datasets=fake_tasks)
+    models = [i.id for i in items if i.kind == "model"]
+    assert sorted(models) == sorted(["Qwen/Qwen3-14B", "microsoft/phi-4", "Qwen/Qwen3-0.6B",
+                                     "meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3",
+                                     "Qwen/Qwen2.5-VL-7B-Instruct", "lusxvr/nanoVLM-222M"])
+    assert [(i.id, i.split) for i in items if i.kind == "dataset"] == [("zwhe99/commonsense_170k", "train")]
+    lm = [(i.id, i.name) for i in items if i.kind == "lm-eval"]
+    assert len(lm) == 8 and ("allenai/ai2_arc", "ARC-Challenge") in lm and ("aps/super_glue", "boolq") in lm
+    assert {i.id for i in items if i.kind == "vlm-dataset"} == {
+        "lmms-lab/GQA", "lmms-lab/VQAv2", "lmms-lab/COCO-Caption2017", "Lin-Chen/MMStar", "HuggingFaceM4/the_cauldron"}
+    q = next(i for i in items if i.id == "Qwen/Qwen3-14B")
+    assert q.used_by == ("models.qwen3-14b",)
+    # groups and the vlm switch
+    on = pf.plan(gw.load({**copy.deepcopy(PAPER), "groups": ["qwen3-sizes"]}), include_vlm=False,
+                 task_datasets=fake_tasks)
+    ids = {i.id for i in on}
+    assert {"Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B", "Qwen/Qwen3-8B"} <= ids and "lmms-lab/GQA" not in ids
+    # profiles without Hub sources need nothing
+    smoke = gw.load(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
+    assert pf.plan(smoke, task_datasets=fake_tasks) == []
+
+
+def test_task_datasets_come_from_lm_eval_yaml():
+    got = pf.lm_eval_task_datasets(["boolq", "arc_challenge", "social_iqa"])
+    assert got["arc_challenge"]["path"] == "allenai/ai2_arc" and got["arc_challenge"]["name"] == "ARC-Challenge"
+    assert got["boolq"]["name"] == "boolq" and got["social_iqa"]["path"]
+
+
+def test_fetch_calls_and_manifest(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot_download(repo_id, **kw):
+        calls.append(("snapshot", repo_id, kw))
+        d = tmp_path / "hub" / repo_id.replace("/", "--") / "snapshots" / "0123abc"
+        d.mkdir(parents=True, exist_ok=True)
+        return str(d)
+
+    def load_dataset(path, **kw):
+        calls.append(("load_dataset", path, kw))
+        return datasets.Dataset.from_list([{"x": 1}, {"x": 2}])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    items = [pf.Item("model", "Qwen/Qwen3-0.6B", revision="abc", used_by=("models.q",)),
+             pf.Item("dataset", "zwhe99/commonsense_170k", split="train"),
+             pf.Item("lm-eval", "allenai/ai2_arc", name="ARC-Easy"),
+             pf.Item("vlm-dataset", "Lin-Chen/MMStar")]
+    man = pf.fetch(items, tmp_path / "prefetch.json", log=lambda s: None)
+    assert calls[0] == ("snapshot", "Qwen/Qwen3-0.6B", {"revision": "abc", "ignore_patterns": pf.MODEL_IGNORE})
+    assert calls[1] == ("load_dataset", "zwhe99/commonsense_170k", {"split": "train"})
+    assert calls[2] == ("load_dataset", "allenai/ai2_arc", {"name": "ARC-Easy"})
+    assert calls[3] == ("snapshot", "Lin-Chen/MMStar", {"repo_type": "dataset", "revision": None})
+    disk = json.loads((tmp_path / "prefetch.json").read_text())
+    assert disk == json.loads(json.dumps(man)) and [r["status"] for r in disk["items"]] == ["ok"] * 4
+    assert disk["items"][0]["resolved_revision"] == "0123abc" and disk["items"][1]["rows"] == 2
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "0"  # the prefetch process itself goes online
+
+    def broken(path, **kw):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(datasets, "load_dataset", broken)
+    with pytest.raises(RuntimeError, match="zwhe99/commonsense_170k failed: ConnectionError"):
+        pf.fetch(items, tmp_path / "p2.json", log=lambda s: None)
+    failed = json.loads((tmp_path / "p2.json").read_text())["items"]
+    assert [r["status"] for r in failed] == ["ok", "failed"]
+
+
+def test_cli_dry_run_downloads_nothing(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "grades.prefetch", "--workflow-config", "config/paper.yaml",
+                        "--dry-run", "--no-vlm", "--out", str(tmp_path / "m.json")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1].startswith("14 downloads (5 model, 1 dataset, 8 lm-eval, 0 vlm-dataset); dry run")
+    assert any(ln.startswith("model       meta-llama/Llama-3.1-8B-Instruct") for ln in lines)
+    assert not (tmp_path / "m.json").exists()
+    bad = subprocess.run([sys.executable, "-m", "grades.prefetch", "--workflow-config", "config/paper.yaml",
+                          "--dry-run", "--only", "modles"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "unknown kind" in bad.stderr
+
+
+def test_hf_model_prepared_as_links_into_the_prefetched_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from grades.fetch import FetchError
+    from grades.models import prepare_model
+
+    snap = tmp_path / "hub" / "models--Org--M" / "snapshots" / "0123abc"
+    (snap / "sub").mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap / "model-00001-of-00001.safetensors").write_bytes(b"w" * 10)
+    (snap / "sub" / "extra.txt").write_text("x")
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, local_files_only=False, **kw):
+        calls.append((repo_id, revision, local_files_only))
+        if repo_id != "Org/M":
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    out = prepare_model("hf:Org/M", tmp_path / "m", link=True)
+    assert calls == [("Org/M", None, True)]  # the cache only, never the network
+    assert (out / "config.json").is_symlink() and (out / "sub" / "extra.txt").resolve() == snap / "sub" / "extra.txt"
+    info = json.loads((out / "grades_model.json").read_text())
+    assert info["linked_files"] == 3 and info["hub_id"] == "Org/M" and info["snapshot"] == str(snap)
+    with pytest.raises(FetchError, match="run the prefetch step first"):
+        prepare_model("hf:Org/Other", tmp_path / "o", link=True)
+    assert not (tmp_path / "o").exists()

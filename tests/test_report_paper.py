@@ -1,0 +1,132 @@
+"""The paper-comparison tables: fed the paper's own numbers as if they were our runs,
+the report reproduces the paper's table cell for cell, and every difference is 0."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from grades import workflow as gw
+from grades.report import paper as rp
+from grades.report.tables import write_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER_DIR = ROOT / "results" / "paper"
+PAPER_MODELS = {"qwen3-14b": "Qwen3-14B", "phi-4": "Phi4-14B", "qwen3-0.6b": "Qwen3-0.6B",
+                "llama-3.1-8b": "Llama-3.1-8B", "mistral-7b": "Mistral-7B"}
+TASK = {"siqa": "social_iqa"}  # paper benchmark -> lm-eval task
+
+
+def fabricate_runs(root: Path) -> Path:
+    """results/runs/<profile>/<model>/<setting>/seed0/{train,eval}.json holding the paper's numbers."""
+    ours = {v: k for k, v in PAPER_MODELS.items()}
+    acc = pd.read_csv(PAPER_DIR / "accuracy_language.csv")
+    eff = pd.read_csv(PAPER_DIR / "efficiency.csv").set_index(["model", "method"])
+    runs = root / "runs" / "paper"
+    for (model, method), g in acc.groupby(["model", "method"]):
+        d = runs / ours[model] / gw.slug(method) / "seed0"
+        d.mkdir(parents=True)
+        t = float(eff.loc[(model, method), "train_time_s"]) if (model, method) in eff.index else 1000.0
+        train = {"status": "ok", "name": method, "mode": "lora" if method.startswith("LoRA") else "fp",
+                 "method": {"": "none", "ES": "es", "GradES": "grades"}[method.partition("+")[2]],
+                 "train_time_s": t, "validation_time_s": 0.0, "total_time_s": t, "time_per_step_s": t / 100,
+                 "flops": {"total": 1e18, "validation": 0.0, "total_with_validation": 1e18}, "steps_run": 100,
+                 "steps_planned": 100, "frozen_ratio": 0.0, "frozen_param_ratio": 0.0, "peak_rss_bytes": 2**30,
+                 "stop_reason": "max_steps", "trainable_params": 1, "grades": {}, "loss_last": 1.0}
+        (d / "train.json").write_text(json.dumps(train))
+        tasks = {TASK.get(r.benchmark, r.benchmark): {"acc": r.accuracy / 100, "acc_stderr": 0.01, "n": 1000,
+                                                       "n_choices": 2}
+                 for r in g.itertuples() if r.benchmark != "avg"}
+        (d / "eval.json").write_text(json.dumps({"status": "ok", "tasks": tasks}))
+    return runs
+
+
+def md_rows(path: Path) -> dict[tuple[str, str], list[str]]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 11 and cells[0] not in ("Model", "---"):
+            rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper_report")
+    runs = fabricate_runs(root)
+    paths = write_tables(runs, root / "tables", "FP", PAPER_DIR, PAPER_MODELS)
+    return root / "tables", paths
+
+
+def test_all_paper_tables_written(tables):
+    out, paths = tables
+    assert sorted(p.name for p in paths.values() if p.name.startswith("paper_")) == sorted(gw.PAPER_TABLES)
+
+
+def test_our_table_is_the_papers_table(tables):
+    out, _ = tables
+    ours, paper = md_rows(out / "paper_accuracy.md"), md_rows(out / "paper_reference.md")
+    assert len(ours) == len(paper) == 30 and list(ours) == list(paper)  # same rows, same order
+    assert list(ours)[:2] == [("Qwen3-14B", "FP"), ("Qwen3-14B", "FP+ES")]
+    head = next(ln for ln in (out / "paper_accuracy.md").read_text().splitlines() if ln.startswith("| Model"))
+    assert head == ("| Model | Method | BoolQ | PIQA | SIQA | HellaSwag | WinoGrande | OBQA | ARC-c | ARC-e | Avg |")
+    avg_differs = []
+    for key in paper:
+        assert ours[key][:8] == paper[key][:8], key  # every benchmark cell, as printed
+        if ours[key][8] != paper[key][8]:
+            avg_differs.append(key)
+            assert abs(float(ours[key][8]) - float(paper[key][8])) <= 0.0100001, key
+    # our Avg is the mean of the eight: it differs from the printed one only where the paper's does
+    # (results/paper/README.md: Llama-3.1-8B LoRA+ES printed 86.62, mean 86.614; half-way ties)
+    assert ("Llama-3.1-8B", "LoRA+ES") in avg_differs and len(avg_differs) <= 4, avg_differs
+
+
+def test_comparison_shows_zero_differences(tables):
+    out, _ = tables
+    cmp = pd.read_csv(out / "paper_comparison.csv")
+    bench = cmp[cmp["benchmark"] != "avg"]
+    assert len(bench) == 240 and bench["diff"].abs().max() < 1e-9
+    assert cmp[cmp["benchmark"] == "avg"]["diff"].abs().max() <= 0.0100001
+    md = (out / "paper_comparison.md").read_text()
+    assert "| Qwen3-14B | FP | 91.07 / 91.07 (+0.00) |" in md
+    assert re.search(r"240 benchmark cells compared: mean difference \+0\.00, mean \|difference\| 0\.00", md)
+
+
+def test_efficiency_speedups_reproduce_the_paper(tables):
+    out, _ = tables
+    e = pd.read_csv(out / "paper_efficiency.csv")
+    paper = e.dropna(subset=["speedup_paper"])
+    assert len(paper) == 8
+    for r in paper.itertuples():
+        assert f"{r.speedup_ours:.2f}" == f"{r.speedup_paper:.2f}", (r.model, r.method)
+        assert r.train_time_s_ours == r.train_time_s_paper
+    # the paper's own inconsistency stays visible: its summary prints 67.37 for Qwen3-0.6B LoRA+GradES,
+    # its table (our fabricated runs) gives 67.30
+    q = e[(e["model"] == "Qwen3-0.6B") & (e["method"] == "LoRA+GradES")].iloc[0]
+    assert q["avg_accuracy_paper"] == 67.37 and round(q["avg_accuracy_ours"], 2) == 67.30
+    md = (out / "paper_efficiency.md").read_text()
+    assert "| Qwen3-0.6B | LoRA+GradES | 907 | 907 | 7.22x | 7.22x | +0.00 |" in md
+
+
+def test_without_runs_the_comparison_says_so(tmp_path):
+    (tmp_path / "runs").mkdir()
+    write_tables(tmp_path / "runs", tmp_path / "t", "FP", PAPER_DIR, PAPER_MODELS)
+    assert "no run of ours matches" in (tmp_path / "t" / "paper_comparison.md").read_text()
+    assert len(md_rows(tmp_path / "t" / "paper_reference.md")) == 30
+    assert md_rows(tmp_path / "t" / "paper_accuracy.md") == {}
+
+
+def test_cli_and_paper_csvs_are_the_shared_copies(tables, tmp_path):
+    from grades.report.__main__ import main
+
+    runs = fabricate_runs(tmp_path)
+    assert main(["tables", "--runs", str(runs), "--out", str(tmp_path / "t"), "--paper-dir", str(PAPER_DIR),
+                 "--paper-models", ",".join(f"{k}={v}" for k, v in PAPER_MODELS.items())]) == 0
+    assert (tmp_path / "t" / "paper_accuracy.md").read_text() == (tables[0] / "paper_accuracy.md").read_text()
+    with open(PAPER_DIR / "accuracy_language.csv") as f:
+        assert len(list(csv.DictReader(f))) == 270
