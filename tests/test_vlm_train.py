@@ -152,3 +152,22 @@ def test_text_models_are_unaffected(tmp_path):
     assert "modality" not in rec and "vision" not in rec["flops"] and "images" not in rec["flops"]
     assert set(rec["flops"]["by_kind"]) == {"attn", "mlp", "attention_scores", "lm_head"}
     torch.set_num_threads(1)
+
+
+def test_model_source_spec_and_options_are_checked():
+    from grades.config import ConfigError
+    from grades.models import check_options, parse_spec
+
+    assert parse_spec("tiny-vlm:idefics3") == ("tiny-vlm", "idefics3")
+    with pytest.raises(ConfigError, match="unknown tiny VLM family 'llava'.*idefics3"):
+        parse_spec("tiny-vlm:llava")
+    with pytest.raises(ConfigError, match="did you mean 'pretrain_steps'"):
+        check_options("tiny-vlm", {"pretrain_step": 5})
+    assert check_options("tiny-vlm", {"pretrain_steps": 0})["image_size"] == 32
+
+
+def test_alignment_description_counts_the_shapes():
+    one = {"caption": "a red circle at top left"}
+    two = {"caption": "a red circle at top left and a blue square at bottom right"}
+    assert vlm.describe(one) == " one shape: a red circle at top left"
+    assert vlm.describe(two) == " two shapes: " + two["caption"]

@@ -41,3 +41,8 @@ def _all_evals():
     evals = [f"{run_dir(r)}/eval.json" for r in RUNS]
     evals += [f"{RESULTS}/{m}/base/eval.json" for m, mc in W["models"].items() if mc["eval_base"]]
     return evals
+
+
+def _threads(model):
+    """Threads of a model's jobs: models.<m>.threads, else every core."""
+    return W["models"][model]["threads"] or workflow.cores

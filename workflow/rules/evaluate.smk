@@ -75,7 +75,7 @@ rule evaluate_vlm:
         f"{LOGS}/evaluate/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: lambda wc: _threads(wc.model)
     conda:
         ENV
     shell:
@@ -98,7 +98,7 @@ rule evaluate_vlm_base:
         f"{LOGS}/evaluate/{{model}}/base.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
-    threads: workflow.cores
+    threads: lambda wc: _threads(wc.model)
     conda:
         ENV
     shell:

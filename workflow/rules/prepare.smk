@@ -27,7 +27,7 @@ rule prepare_model:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
         f"{BENCH}/prepare_model/{{model}}.tsv"
-    threads: workflow.cores
+    threads: lambda wc: _threads(wc.model)
     conda:
         ENV
     shell:

@@ -32,7 +32,7 @@ rule train:
         f"{LOGS}/train/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/train/{{model}}/{{setting}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: lambda wc: _threads(wc.model)
     resources:
         gpus=lambda wc: W["models"][wc.model]["gpus"],
     conda:
