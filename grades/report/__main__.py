@@ -1,4 +1,5 @@
-"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR | multimodal --runs DIR --tables DIR --figures DIR."""
+"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR,
+python -m grades.report multimodal --runs DIR --tables DIR --figures DIR."""
 
 from __future__ import annotations
 

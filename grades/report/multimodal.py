@@ -170,7 +170,8 @@ def multimodal_markdown(table: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in table.iterrows():
         acc = "–" if pd.isna(r.get("acc")) else f"{r['acc']:.1f} ± {_num(r.get('acc_stderr'), '.1f')}"
-        steps = "–" if r["mode"] == "base" else f"{_num(r.get('steps_run'), '.0f')}/{_num(r.get('steps_planned'), '.0f')}"
+        steps = "–" if r["mode"] == "base" else \
+            f"{_num(r.get('steps_run'), '.0f')}/{_num(r.get('steps_planned'), '.0f')}"
         lines.append("| " + " | ".join([
             str(r["model"]), str(r["setting"]), acc, _num(r.get("train_time_s"), ".1f"),
             _num(r.get("flops_train"), ".3g"), _num(r.get("flops_vision"), ".3g"), steps,
