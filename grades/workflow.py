@@ -39,7 +39,8 @@ from .schema import validate
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 #: tables written beside accuracy/efficiency when report.paper_models is set (grades.report.paper)
 PAPER_TABLES = ("paper_accuracy.csv", "paper_accuracy.md", "paper_reference.md", "paper_comparison.csv",
-                "paper_comparison.md", "paper_efficiency.csv", "paper_efficiency.md")
+                "paper_comparison.md", "paper_efficiency.csv", "paper_efficiency.md", "paper_multimodal.csv",
+                "paper_multimodal.md")
 
 
 def slug(name: str) -> str:

@@ -130,3 +130,24 @@ def test_cli_and_paper_csvs_are_the_shared_copies(tables, tmp_path):
     assert (tmp_path / "t" / "paper_accuracy.md").read_text() == (tables[0] / "paper_accuracy.md").read_text()
     with open(PAPER_DIR / "accuracy_language.csv") as f:
         assert len(list(csv.DictReader(f))) == 270
+
+
+def test_multimodal_table_shows_the_papers_scores_and_ours_beside():
+    from grades.report.paper import multimodal_comparison, multimodal_markdown
+
+    none = multimodal_comparison(pd.DataFrame(), PAPER_DIR, PAPER_MODELS)
+    assert len(none) == 24 and none["ours"].isna().all()
+    md = multimodal_markdown(none)
+    assert "| FP | 75.69 | 81.00 | 41.38 |" in md and "**nanoVLM**" in md
+    assert "not expanded into runs" in md
+    evals = pd.DataFrame([
+        {"model": "qwen2.5-vl-7b", "setting": "FP", "task": "gqa", "acc": 0.70},
+        {"model": "qwen2.5-vl-7b", "setting": "FP", "task": "gqa", "acc": 0.72},  # two seeds: the mean
+        {"model": "qwen2.5-vl-7b", "setting": "Base", "task": "gqa", "acc": 0.5},  # not a method of the paper
+    ])
+    mm = multimodal_comparison(evals, PAPER_DIR, {**PAPER_MODELS, "qwen2.5-vl-7b": "Qwen2.5-VL-7B"})
+    row = mm[(mm.model == "Qwen2.5-VL-7B") & (mm.method == "FP") & (mm.benchmark == "gqa")].iloc[0]
+    assert abs(row.ours - 71.0) < 1e-9 and abs(row["diff"] - (71.0 - 75.69)) < 1e-9
+    assert mm["ours"].notna().sum() == 1
+    md = multimodal_markdown(mm)
+    assert "| FP | 71.00 / 75.69 (-4.69) | 81.00 | 41.38 |" in md and "not expanded" not in md

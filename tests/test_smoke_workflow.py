@@ -1,8 +1,9 @@
 """The smoke profile end to end: snakemake -> prepare -> train -> lm-eval -> tables; then `compare`.
 
 Runs the real workflow (config/smoke.yaml) in a scratch working directory, offline,
-then checks the acceptance criteria on the tables it produced, the run numbers against
-tests/golden/smoke.json, and that a rerun with nothing changed plans no job. About 7
+then checks the acceptance criteria on the tables it produced (the tiny language model's
+and the tiny VLM's multimodal table and figure), the run numbers against
+tests/golden/smoke.json, and that a rerun with nothing changed plans no job. About 10
 minutes on 2 CPU cores, plus about 7 for the `compare` target (8 more tiny LoRA runs).
 """
 
@@ -42,7 +43,10 @@ def test_smoke_tables_meet_acceptance(smoke_run):
         assert (tables / f"{name}.csv").stat().st_size > 0
         assert (tables / f"{name}.md").read_text().count("\n|") >= 4
     acc = pd.read_csv(tables / "accuracy.csv")
-    eff = pd.read_csv(tables / "efficiency.csv").set_index("setting")
+    acc = acc[acc.model == "tiny-qwen3"]
+    eff = pd.read_csv(tables / "efficiency.csv")
+    assert set(eff.model) == {"tiny-qwen3", "tiny-vlm"}
+    eff = eff[eff.model == "tiny-qwen3"].set_index("setting")
     assert set(eff.index) == {"FP", "FP+GradES", "LoRA", "LoRA+GradES"}
 
     fp = acc[acc.setting == "FP"].iloc[0]
@@ -73,6 +77,31 @@ def test_smoke_run_contract(smoke_run):
     assert e["backend"] == "hf" and "world_mc" in e["tasks"]
     for rule in ("train", "evaluate"):
         assert list((smoke_run / "results" / "benchmarks" / "smoke" / rule).rglob("*.tsv")), f"no benchmark for {rule}"
+
+
+def test_smoke_multimodal_table_and_figure(smoke_run):
+    """The tiny VLM under FP, FP+GradES, LoRA, LoRA+GradES: accuracy above chance, GradES
+    freezes in both towers and saves FLOPs, and the VLM convergence figure exists."""
+    import json
+
+    tables = smoke_run / "results" / "tables" / "smoke"
+    mm = pd.read_csv(tables / "multimodal.csv").set_index("setting")
+    assert list(mm.index) == ["Base", "FP", "FP+GradES", "LoRA", "LoRA+GradES"]
+    assert (tables / "multimodal.md").read_text().count("\n| tiny-vlm |") >= 5
+    for s in ("FP", "FP+GradES", "LoRA", "LoRA+GradES"):
+        r = mm.loc[s]
+        assert r.acc - r.chance > 3 * r.acc_stderr, f"{s}: accuracy {r.acc:.1f} ± {r.acc_stderr:.1f} not above chance"
+        assert r.flops_vision > 0 and r.train_time_s > 0
+    for grades, base in (("FP+GradES", "FP"), ("LoRA+GradES", "LoRA")):
+        assert mm.loc[grades, "frozen_vision"] > 0 and mm.loc[grades, "frozen_language"] > 0, grades
+        assert mm.loc[grades, "flops_train"] < mm.loc[base, "flops_train"]
+    fig = smoke_run / "figures" / "smoke"
+    assert (fig / "vlm_convergence.png").stat().st_size > 10_000 and (fig / "vlm_convergence.pdf").exists()
+    run = smoke_run / "results" / "runs" / "smoke" / "tiny-vlm"
+    e = json.loads((run / "lora" / "seed0" / "eval.json").read_text())
+    assert e["backend"] == "grades-vlm" and e["adapter"] and "shapes_mc" in e["tasks"]
+    assert (run / "fp" / "seed0" / "model" / "processor_config.json").exists()
+    assert set(pd.read_csv(run / "fp-grades" / "seed0" / "freeze_events.csv").tower) == {"language", "vision"}
 
 
 def test_smoke_rerun_does_nothing(smoke_run):

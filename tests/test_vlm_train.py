@@ -112,7 +112,8 @@ def test_grades_freezes_both_towers_with_their_own_taus(model_dir, shapes_dir, t
     rec = run(cfg(model_dir, shapes_dir, mode=mode, method=method), tmp_path / mode, progress=False)
     ev = events(tmp_path / mode)
     assert {r["tower"] for r in ev} == {"language", "vision"}
-    assert sum(r["tower"] == "vision" for r in ev) == N_VISION and sum(r["tower"] == "language" for r in ev) == N_LANGUAGE
+    assert sum(r["tower"] == "vision" for r in ev) == N_VISION
+    assert sum(r["tower"] == "language" for r in ev) == N_LANGUAGE
     assert rec["stop_reason"] == "all components frozen" and rec["steps_run"] == 3  # grace end: ceil(0.5 * 6)
     assert rec["grades"]["config"]["vision_tau"] == 1e9 and rec["grades"]["config"]["language_tau"] == 1e9
 
@@ -152,3 +153,22 @@ def test_text_models_are_unaffected(tmp_path):
     assert "modality" not in rec and "vision" not in rec["flops"] and "images" not in rec["flops"]
     assert set(rec["flops"]["by_kind"]) == {"attn", "mlp", "attention_scores", "lm_head"}
     torch.set_num_threads(1)
+
+
+def test_model_source_spec_and_options_are_checked():
+    from grades.config import ConfigError
+    from grades.models import check_options, parse_spec
+
+    assert parse_spec("tiny-vlm:idefics3") == ("tiny-vlm", "idefics3")
+    with pytest.raises(ConfigError, match="unknown tiny VLM family 'llava'.*idefics3"):
+        parse_spec("tiny-vlm:llava")
+    with pytest.raises(ConfigError, match="did you mean 'pretrain_steps'"):
+        check_options("tiny-vlm", {"pretrain_step": 5})
+    assert check_options("tiny-vlm", {"pretrain_steps": 0})["image_size"] == 32
+
+
+def test_alignment_description_counts_the_shapes():
+    one = {"caption": "a red circle at top left"}
+    two = {"caption": "a red circle at top left and a blue square at bottom right"}
+    assert vlm.describe(one) == " one shape: a red circle at top left"
+    assert vlm.describe(two) == " two shapes: " + two["caption"]

@@ -74,7 +74,7 @@ def test_bad_config_names_the_field(path, value, words):
 
 def test_smoke_config_expands_to_four_runs():
     cfg = gw.load(copy.deepcopy(SMOKE))
-    runs = gw.runs(cfg)
+    runs = [r for r in gw.runs(cfg) if r.model == M]
     assert [r.slug for r in runs] == ["fp", "fp-grades", "lora", "lora-grades"]
     rc = gw.run_config(cfg, runs[1], "cache/m", "cache/d")
     assert rc["method"]["name"] == "grades" and rc["method"]["tau"] == SMOKE["models"][M]["settings"]["FP+GradES"]["method"]["tau"]
@@ -115,3 +115,74 @@ def test_default_config_has_six_settings_and_base():
     assert grades["mode"] == "lora" and grades["method"]["tau"] > 0
     # the tiny model of the smoke profile rides along for Figure 4
     assert {r.setting for r in runs if r.model == "tiny-qwen3"} == {"FP", "FP+GradES"}
+
+
+# ------------------------------------------------------------ vision-language
+VLM_SETTINGS = ["FP", "FP+GradES", "LoRA", "LoRA+GradES"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "config"])
+def test_profiles_include_the_tiny_vlm_under_four_settings(profile):
+    cfg = gw.load(yaml.safe_load((ROOT / "config" / f"{profile}.yaml").read_text()))
+    assert cfg["models"]["tiny-vlm"]["source"] == "tiny-vlm:idefics3"
+    assert cfg["datasets"][cfg["models"]["tiny-vlm"]["dataset"]]["source"] == "synthetic:shapes"
+    assert [r.setting for r in gw.runs(cfg) if r.model == "tiny-vlm"] == VLM_SETTINGS
+    assert gw.vlm_models(cfg) == ["tiny-vlm"]
+    for setting in ("FP+GradES", "LoRA+GradES"):
+        rc = gw.run_config(cfg, gw.Run("tiny-vlm", setting, 0), "m", "d")
+        m = rc["method"]
+        assert m["name"] == "grades" and m["language_tau"] > m["vision_tau"] > 0 and "tau" not in m
+    lora = gw.run_config(cfg, gw.Run("tiny-vlm", "LoRA", 0), "m", "d")
+    assert lora["lora"]["targets"] == ["@language", "@vision"] and lora["steps"] == 500
+    assert "--task shapes_mc" in gw.vlm_eval_args(cfg, "tiny-vlm")
+
+
+def test_vlm_detection_and_eval_args(tmp_path):
+    cfg = gw.load(copy.deepcopy(SMOKE))
+    assert gw.is_vlm(cfg, "tiny-vlm") and not gw.is_vlm(cfg, M)
+    assert gw.vlm_eval_args(cfg, "tiny-vlm") == "--task shapes_mc --batch-size 32 --dtype float32"
+    raw = copy.deepcopy(SMOKE)
+    raw["eval"]["limit"] = 50
+    raw["models"]["other"] = {"source": "hf:org/vlm", "dataset": "shapes",  # an image dataset makes it a VLM
+                              "settings_only": ["FP"]}
+    vlm_dir = tmp_path / "ckpt"
+    vlm_dir.mkdir()
+    (vlm_dir / "config.json").write_text('{"vision_config": {}}')
+    raw["models"]["local"] = {"source": f"local:{vlm_dir}", "dataset": "world-mc",  # its config.json says so
+                              "settings_only": ["FP"]}
+    cfg = gw.load(raw)
+    assert gw.vlm_models(cfg) == ["tiny-vlm", "other", "local"]
+    assert gw.vlm_eval_args(cfg, "other").endswith("--limit 50")
+    assert gw.model_regex([]) == "(?!x)x" and gw.model_regex(["a.b"]) == r"a\.b"
+
+
+@pytest.mark.parametrize("path,value,words", [
+    (["models", "tiny-vlm", "settings", "FP+GradES", "method", "vision_tau"], -0.5, ["vision_tau", "-0.5"]),
+    (["models", "tiny-vlm", "settings", "FP+GradES", "method", "vison_tau"], 0.5, ["vison_tau", "vision_tau"]),
+    (["settings", "FP+GradES", "method", "language_tau"], "high", ["language_tau", "'high'"]),
+    (["settings", "FP+GradES", "method", "alpha"], 1.0, ["alpha", "1.0"]),
+    (["models", "tiny-vlm", "resources", "train", "cpus"], 0, ["cpus", "0"]),
+])
+def test_bad_vlm_config_names_the_field(path, value, words):
+    cfg = _set(copy.deepcopy(SMOKE), path, value)
+    with pytest.raises(ConfigError) as e:
+        gw.load(cfg)
+    for w in words:
+        assert w in str(e.value), f"{w!r} not in message: {e.value}"
+
+
+def test_dry_run_routes_vlm_evaluation_to_grades_vlm(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "2", "--snakefile",
+                        str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                        str(ROOT / "config" / "smoke.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "-m grades.vlm evaluate --model cache/smoke/models/tiny-vlm --adapter" in out  # LoRA runs
+    assert "-m grades.vlm evaluate --model cache/smoke/models/tiny-vlm --data" in out  # base model
+    assert "-m grades.evaluate --model cache/smoke/models/tiny-qwen3 --tasks world_mc" in out
+    assert "grades.vlm evaluate --model cache/smoke/models/tiny-qwen3" not in out
+    # the tiny VLM's jobs take one core each (models.tiny-vlm.resources.<rule>.cpus: 1)
+    assert "--data cache/smoke/data/shapes --out results/runs/smoke/tiny-vlm/base/eval.json --threads 1" in out
+    assert "--set threads=1" in out and "--set threads=2" in out
+    for f in ("results/tables/smoke/multimodal.md", "figures/smoke/vlm_convergence.png"):
+        assert f in out

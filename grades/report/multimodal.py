@@ -170,7 +170,8 @@ def multimodal_markdown(table: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in table.iterrows():
         acc = "–" if pd.isna(r.get("acc")) else f"{r['acc']:.1f} ± {_num(r.get('acc_stderr'), '.1f')}"
-        steps = "–" if r["mode"] == "base" else f"{_num(r.get('steps_run'), '.0f')}/{_num(r.get('steps_planned'), '.0f')}"
+        steps = "–" if r["mode"] == "base" else \
+            f"{_num(r.get('steps_run'), '.0f')}/{_num(r.get('steps_planned'), '.0f')}"
         lines.append("| " + " | ".join([
             str(r["model"]), str(r["setting"]), acc, _num(r.get("train_time_s"), ".1f"),
             _num(r.get("flops_train"), ".3g"), _num(r.get("flops_vision"), ".3g"), steps,
@@ -228,7 +229,7 @@ def vlm_convergence(runs: list[Run]):
     runs = [r for r in runs if r.method == "grades" and is_vlm_run(r.train) and r.has_signals]
     if not runs:
         return None
-    fig = _new_figure(6.4 * len(runs), 7.2)
+    fig = _new_figure(8.6 * len(runs), 7.2)
     axes = fig.subplots(2, len(runs), squeeze=False)
     for j, r in enumerate(runs):
         top, bottom = axes[0][j], axes[1][j]
@@ -237,8 +238,8 @@ def vlm_convergence(runs: list[Run]):
         for tower in means.columns:
             s = means[tower]
             s = s[np.isfinite(s) & (s > 0)]
-            top.plot(s.index, s.values, color=TOWER_COLOURS.get(tower, "grey"), lw=1.4,
-                     label=f"{tower} (mean of {_tracked(r, tower) or '?'} matrices, unfrozen only)")
+            top.plot(s.index, s.values, color=TOWER_COLOURS.get(tower, "grey"), lw=1.0,
+                     label=f"{tower}: mean over its\nunfrozen matrices (of {_tracked(r, tower) or '?'})")
         for tower in TOWERS:
             tau = r.tau_for(tower)
             if math.isfinite(tau) and tau > 0:
@@ -249,7 +250,7 @@ def vlm_convergence(runs: list[Run]):
         top.set_xlabel("optimizer step")
         top.set_ylabel("signal (L1, log scale)")
         top.set_title(f"{r.label}\nmean signal per tower, {r.signal_tex}", fontsize=10)
-        top.legend(fontsize=7, loc="best")
+        top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         top.grid(True, which="major", alpha=0.3)
 
         curves = frozen_count_by_tower(r.events, r.steps_run)
@@ -269,7 +270,7 @@ def vlm_convergence(runs: list[Run]):
         bottom.set_xlabel("optimizer step")
         bottom.set_ylabel("frozen weight matrices")
         bottom.set_title("frozen matrices per tower (dashed: tracked total)", fontsize=10)
-        bottom.legend(fontsize=8, loc="upper left")
+        bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         bottom.grid(True, alpha=0.3)
     fig.suptitle("GradES on a vision-language model: convergence per tower", fontsize=11)
     return fig

@@ -9,6 +9,8 @@ the model-name map ``report.paper_models`` (our key -> the paper's name) this wr
     paper_reference.md          the paper's table (results/paper/accuracy_language.csv)
     paper_comparison.{csv,md}   every cell: ours, paper, ours - paper; the average too
     paper_efficiency.{csv,md}   train time, speedup vs FP, FLOPs ratio: ours beside the paper's
+    paper_multimodal.{csv,md}   the paper's VLM table (results/paper/multimodal.csv), ours beside
+                                where a mapped VLM has runs on those benchmarks
 
 Our average is the mean of our eight benchmarks. The paper's printed averages are taken
 as printed (one is off by 0.01 from the mean of its row: results/paper/README.md).
@@ -198,6 +200,57 @@ def efficiency_markdown(e: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------ multimodal
+MM_BENCHMARKS = {  # the paper's multimodal benchmarks, per paper model, in its column order
+    "Qwen2.5-VL-7B": ["gqa", "vqav2", "coco_caption"],
+    "nanoVLM": ["mmstar_coarse_perception", "mmstar_fine_grained_perception", "mmstar_instance_reasoning",
+                "mmstar_logical_reasoning", "mmstar_math", "mmstar_science_technology"],
+}
+
+
+def multimodal_comparison(evals: pd.DataFrame, paper_dir: str | Path, paper_models: dict[str, str]) -> pd.DataFrame:
+    """The paper's multimodal scores with ours beside: model, method, benchmark, paper, ours, diff.
+
+    Ours: eval rows of models mapped in ``paper_models`` whose task is one of the paper's
+    multimodal benchmarks (score = acc in %), the mean over seeds; NaN where not run."""
+    p = pd.read_csv(Path(paper_dir) / "multimodal.csv")
+    out = p.rename(columns={"score": "paper"})[["model", "method", "benchmark", "paper"]].copy()
+    out["ours"] = float("nan")
+    if not evals.empty:
+        e = evals[evals["model"].isin(paper_models) & evals["setting"].ne("Base")].copy()
+        e["model"] = e["model"].map(paper_models)
+        g = e.groupby(["model", "setting", "task"], sort=False)["acc"].mean() * 100
+        out["ours"] = [g.get((r.model, r.method, r.benchmark), float("nan")) for r in out.itertuples()]
+    out["diff"] = out["ours"] - out["paper"]
+    return out
+
+
+def multimodal_markdown(mm: pd.DataFrame) -> str:
+    """One block per paper model: rows = methods, cells = "paper" or "ours / paper (Δ)"."""
+    lines = ["Vision-language models: the paper's scores (results/paper/multimodal.csv) with ours beside "
+             "where we have runs (\"ours / paper (ours − paper)\"; – = not run).", ""]
+    for model, g in mm.groupby("model", sort=False):
+        benches = [b for b in MM_BENCHMARKS.get(model, []) if b in set(g["benchmark"])] + sorted(
+            set(g["benchmark"]) - set(MM_BENCHMARKS.get(model, [])))
+        lines += [f"**{model}**", "", "| Method | " + " | ".join(benches) + " |",
+                  "|---|" + "|".join(["---:"] * len(benches)) + "|"]
+        for method, gm in g.groupby("method", sort=False):
+            cells = []
+            for b in benches:
+                r = gm[gm["benchmark"] == b]
+                if r.empty:
+                    cells.append("–")
+                    continue
+                o, pv, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
+                cells.append(_num(pv) if math.isnan(o) else f"{_num(o)} / {_num(pv)} ({_signed(d)})")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if mm["ours"].isna().all():
+        lines.append("_None of ours yet: the VLM experiments of config/paper.yaml (`vlm:`) are declared and "
+                     "prefetched but not expanded into runs (README \"Vision-language models\")._")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ write
 def write_paper_tables(train: pd.DataFrame, evals: pd.DataFrame, eff: pd.DataFrame, out_dir: str | Path,
                        paper_dir: str | Path, paper_models: dict[str, str], baseline: str = "FP") -> dict[str, Path]:
@@ -208,6 +261,7 @@ def write_paper_tables(train: pd.DataFrame, evals: pd.DataFrame, eff: pd.DataFra
     ow = wide(ours)
     cmp = comparison(ours, paper_acc)
     effc = efficiency_comparison(eff, paper_eff, paper_models, ours, baseline)
+    mm = multimodal_comparison(evals, paper_dir, paper_models)
     fmt = "%.6g"
     return {
         "paper_accuracy": atomic_write_text(out / "paper_accuracy.csv", ow.to_csv(index=False, float_format=fmt)),
@@ -219,4 +273,6 @@ def write_paper_tables(train: pd.DataFrame, evals: pd.DataFrame, eff: pd.DataFra
         "paper_comparison_md": atomic_write_text(out / "paper_comparison.md", comparison_markdown(cmp)),
         "paper_efficiency": atomic_write_text(out / "paper_efficiency.csv", effc.to_csv(index=False, float_format=fmt)),
         "paper_efficiency_md": atomic_write_text(out / "paper_efficiency.md", efficiency_markdown(effc)),
+        "paper_multimodal": atomic_write_text(out / "paper_multimodal.csv", mm.to_csv(index=False, float_format=fmt)),
+        "paper_multimodal_md": atomic_write_text(out / "paper_multimodal.md", multimodal_markdown(mm)),
     }

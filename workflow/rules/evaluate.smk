@@ -85,7 +85,12 @@ rule evaluate_vlm:
         f"{LOGS}/evaluate/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: _threads("evaluate")
+    resources:
+        gpu=_res("evaluate", "gpu"),
+        mem_mb=_res("evaluate", "mem_mb"),
+        runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:
@@ -108,7 +113,12 @@ rule evaluate_vlm_base:
         f"{LOGS}/evaluate/{{model}}/base.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
-    threads: workflow.cores
+    threads: _threads("evaluate")
+    resources:
+        gpu=_res("evaluate", "gpu"),
+        mem_mb=_res("evaluate", "mem_mb"),
+        runtime=_res("evaluate", "runtime"),
+        cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     conda:
         ENV
     shell:
