@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
+import pytest
 import torch
 
 from grades import bench
@@ -169,3 +171,22 @@ def test_l1_kernels_agree_with_a_hand_computation(monkeypatch):
         b16 = [x.to(torch.bfloat16) for x in buf]
         want16 = torch.tensor([float((c - x.double()).abs().sum()) for c, x in zip(cur, b16)], dtype=torch.float64)
         torch.testing.assert_close(signals._delta_l1(cur, b16, update=False), want16, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("warmup_all,warm", [(True, ["a", "b", "c"]), (False, ["a"])])
+def test_interleave_warms_then_rotates_the_order(warmup_all, warm):
+    calls = []
+
+    def run_one(v, n):
+        calls.append(v)
+        return [{"step": 1.0, "fwd_bwd": 1.0, "hook": 0.0, "optimizer": 0.0}] * n
+
+    times = bench.interleave(["a", "b", "c"], bench.Plan(rounds=2, warmup_rounds=1), run_one, warmup_all=warmup_all)
+    assert calls == warm + ["a", "b", "c", "b", "c", "a"]
+    assert {v: [t["round"] for t in ts] for v, ts in times.items()} == {"a": [0, 1], "b": [0, 1], "c": [0, 1]}
+
+
+def test_overhead_times_only_the_chosen_variants():
+    plan = replace(bench.QUICK, rounds=1, overhead_variants=("grad_delta_l1+sampled",))
+    res = bench.bench_overhead(bench.ModelSpec("qwen3-quick", "qwen3", bench.QWEN3_QUICK), plan)
+    assert [r["variant"] for r in res["variants"]] == ["none", "grad_delta_l1+sampled"]
