@@ -63,10 +63,13 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     assert "cpus_per_task=4" in res and "gpu=" not in res and "slurm_partition=cpu" in res
 
 
-def test_default_profile_runs_the_smoke_profile_locally():
-    out = dry_run("--configfile", "config/smoke.yaml", "--profile", "workflow/profiles/default")
+def test_default_profile_runs_the_smoke_profile_locally(tmp_path):
+    # in a scratch directory: the plan must not depend on results already in the checkout
+    out = dry_run("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                  str(ROOT / "config" / "smoke.yaml"), "--profile", str(ROOT / "workflow" / "profiles" / "default"))
     stats = job_stats(out)
-    assert stats["train"] == stats["evaluate"] == 4 and "prefetch" not in stats
+    # the tiny language model and the tiny VLM, four settings each; the VLM is scored by grades.vlm
+    assert stats["train"] == 8 and stats["evaluate"] == stats["evaluate_vlm"] == 4 and "prefetch" not in stats
     assert "torch.distributed.run" not in out and "gpu=0" in out
 
 

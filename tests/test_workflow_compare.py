@@ -49,8 +49,10 @@ def test_sweep_names_are_grid_products_with_safe_slugs():
 
 def test_smoke_main_target_unchanged_and_compare_target_adds_runs():
     cfg = gw.load(copy.deepcopy(SMOKE))
-    assert [r.slug for r in gw.runs(cfg)] == ["fp", "fp-grades", "lora", "lora-grades"]
+    assert [(r.model, r.slug) for r in gw.runs(cfg)] == [
+        (m, s) for m in (M, "tiny-vlm") for s in ("fp", "fp-grades", "lora", "lora-grades")]
     comp = gw.compare_runs(cfg)
+    assert {r.model for r in comp} == {M}  # compare.models: the VLM is compared in the main target only
     methods = {}
     for r in comp:
         rc = gw.run_config(cfg, r, "m", "d")
@@ -117,8 +119,8 @@ BAD = [
      ["sweeps.s.base", "did you mean 'LoRA+GradES'"]),
     ({"sweeps": {"s": {"base": "LoRA+GradES", "grid": {"method.tau": [1.0]}, "modles": [M]}}},
      ["sweeps.s.modles", "did you mean 'models'"]),
-    ({"sweeps": {"s": {"base": "LoRA+GradES", "grid": {"method.tau": [1.0]}, "models": ["tiny"]}}},
-     ["sweeps.s.models", "tiny", "did you mean 'tiny-qwen3'"]),
+    ({"sweeps": {"s": {"base": "LoRA+GradES", "grid": {"method.tau": [1.0]}, "models": ["tny-qwen3"]}}},
+     ["sweeps.s.models", "tny-qwen3", "did you mean 'tiny-qwen3'"]),
     ({"sweeps": {"s": {"base": "LoRA+GradES", "grid": {"method.tau": [1.0]}, "target": "main"}}},
      ["target", "'main'"]),
     ({"sweeps": {"s": {"base": "LoRA+GradES", "grid": {"method.tau": [1.0]}},
