@@ -242,7 +242,7 @@ def render_tasks(data_dirs: Mapping[str, str | os.PathLike], out_dir: str | os.P
     """Render the local task templates for ``data_dirs`` into ``out_dir`` (an include dir).
 
     Each task gets its own sub-directory holding its YAML plus a copy of every
-    non-YAML template (the shared ``include:`` bases), with ``@DATA_DIR@`` replaced by
+    non-YAML template (the shared ``include:`` bases and ``*.py`` helpers), with ``@DATA_DIR@`` replaced by
     that task's data dir and ``@CACHE_DIR@`` by ``cache_dir`` (default
     ``out_dir/hf_datasets_cache``).  The result can also be used with the lm-eval CLI:
     ``lm_eval --include_path OUT_DIR --tasks world_mc ...``.
@@ -259,8 +259,9 @@ def render_tasks(data_dirs: Mapping[str, str | os.PathLike], out_dir: str | os.P
         subs = {"@DATA_DIR@": _yaml_escape(Path(ddir).resolve()),
                 "@CACHE_DIR@": _yaml_escape(cache.resolve())}
         for p in sorted(src.iterdir()):
-            # the task's own YAML, and shared bases (not *.yaml, so never indexed)
-            if p.is_file() and (p == names[task] or (p.suffix != ".yaml" and "yaml" in p.name)):
+            # the task's own YAML, shared bases (not *.yaml, so never indexed) and Python
+            # helpers that a YAML names with !function (e.g. shapes_images.doc_to_image)
+            if p.is_file() and (p == names[task] or p.suffix == ".py" or (p.suffix != ".yaml" and "yaml" in p.name)):
                 text = p.read_text(encoding="utf-8")
                 for k, v in subs.items():
                     text = text.replace(k, v)

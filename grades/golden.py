@@ -49,7 +49,10 @@ def _accuracy(run_dir: Path) -> dict[str, float] | None:
     if not p.exists():
         return None
     e = json.loads(p.read_text())
-    return {t: v["acc"] for t, v in sorted(e.get("tasks", {}).items()) if v.get("acc") is not None}
+    # acc of multiple-choice tasks; exact_match of generation tasks (shapes_gen through lm-eval)
+    return {t: v["acc"] if v.get("acc") is not None else v["exact_match"]
+            for t, v in sorted(e.get("tasks", {}).items())
+            if v.get("acc") is not None or v.get("exact_match") is not None}
 
 
 def _freeze_steps(run_dir: Path) -> dict[str, int]:

@@ -621,6 +621,56 @@ def summarize_scores(scores: list[dict], n_total: int | None = None, data: str |
             "n_choices_range": rng, "chance_acc": chance, "data": data, "by_type": by_type}
 
 
+def lm_eval_tasks(tasks: list[str]) -> list[str]:
+    """The tasks that go through lm-eval: those with a template in ``evals/tasks``
+    (e.g. ``shapes_gen``, generate_until with images); the others are scored here."""
+    from .evaluate import local_tasks
+
+    templates = local_tasks()
+    return [t for t in tasks if t in templates]
+
+
+def generate_with_lm_eval(model_dir: Path, data_dir: Path, task: str, *, adapter: str | Path | None = None,
+                          split: str = "test", limit: int | None = None, batch_size: int = 16,
+                          dtype: str = "float32", seed: int = 0, samples: list | None = None) -> dict:
+    """One generation task through lm-eval's ``hf-multimodal`` backend -> a task entry of eval.json.
+
+    The task template is rendered for ``data_dir`` (:func:`grades.evaluate.render_tasks`);
+    its metric (``exact_match`` of the short answer) and stderr are lm-eval's. ``samples``,
+    when given, receives one record per question (id, type, raw and filtered response,
+    target, exact_match)."""
+    import tempfile
+
+    import lm_eval
+
+    from .evaluate import _task_manager, render_tasks
+
+    if split != "test":
+        raise VLMError(f"lm-eval task {task!r} is evaluated on its test split, not {split!r}")
+    with tempfile.TemporaryDirectory(prefix="grades-vlm-lm-eval-") as tmp:
+        inc = render_tasks({task: data_dir}, Path(tmp) / "tasks", cache_dir=Path(tmp) / "cache")
+        args = f"pretrained={model_dir},dtype={dtype},device=cpu"
+        if adapter is not None:
+            args += f",peft={Path(adapter).expanduser().resolve()}"
+        res = lm_eval.simple_evaluate(model="hf-multimodal", model_args=args, tasks=[task],
+                                      task_manager=_task_manager(inc, False), limit=limit, batch_size=batch_size,
+                                      random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                      fewshot_random_seed=seed, log_samples=samples is not None)
+    if samples is not None:
+        for x in res["samples"][task]:
+            samples.append({"task": task, "id": x["doc"].get("id"), "type": x["doc"].get("type"),
+                            "response": x["resps"][0][0], "filtered": x["filtered_resps"][0],
+                            "target": x["target"], "exact_match": x.get("exact_match")})
+    r = res["results"][task]
+    em = next((v for k, v in r.items() if k.startswith("exact_match,")), None)
+    se = next((v for k, v in r.items() if k.startswith("exact_match_stderr,")), None)
+    n = int(res.get("n-samples", {}).get(task, {}).get("effective") or 0) or None
+    return {"exact_match": em, "exact_match_stderr": se if isinstance(se, (int, float)) else None, "n": n,
+            "n_total": int(res.get("n-samples", {}).get(task, {}).get("original") or 0) or None,
+            "version": res.get("versions", {}).get(task), "num_fewshot": 0, "output_type": "generate_until",
+            "backend": "lm-eval hf-multimodal", "data": str(data_dir)}
+
+
 def _version(pkg: str) -> str | None:
     from importlib import metadata
 
@@ -649,6 +699,13 @@ def evaluate_vlm(model: str | Path, data: str | Path, *, out: str | Path | None 
         raise VLMError(f"threads must be >= 1, got {threads}")
     if limit is not None and limit < 1:
         raise VLMError(f"limit must be >= 1, got {limit}")
+    names = [t.strip() for t in (task.split(",") if isinstance(task, str) else task) if t.strip()]
+    if not names:
+        raise VLMError("no task given")
+    gen = lm_eval_tasks(names)
+    mc = [t for t in names if t not in gen]
+    if len(mc) > 1:
+        raise VLMError(f"one multiple-choice task per evaluation, got {mc}")
     examples = load_examples(ddir, split)
     n_total = len(examples)
     examples = examples[:limit] if limit else examples
@@ -663,8 +720,14 @@ def evaluate_vlm(model: str | Path, data: str | Path, *, out: str | Path | None 
 
             net = PeftModel.from_pretrained(net, str(Path(adapter).expanduser().resolve()))
         t0 = time.perf_counter()
-        scores = score_multiple_choice(net, proc, examples, batch_size=batch_size, progress=progress)
+        scores = score_multiple_choice(net, proc, examples, batch_size=batch_size, progress=progress) if mc else []
         score_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gen_samples: list[dict] | None = [] if samples_out is not None else None
+        gen_results = {t: generate_with_lm_eval(model_dir, ddir, t, adapter=adapter, split=split, limit=limit,
+                                                batch_size=batch_size, dtype=dtype, seed=seed, samples=gen_samples)
+                       for t in gen}
+        lm_eval_s = time.perf_counter() - t0 if gen else None
     finally:
         torch.set_num_threads(prev)
     n_params = sum(p.numel() for p in net.parameters())
@@ -684,19 +747,20 @@ def evaluate_vlm(model: str | Path, data: str | Path, *, out: str | Path | None 
         eval_flops = float(2 * n_params * eval_tokens)  # the rough estimate of grades.evaluate
     summary = {
         "status": "ok",
-        "tasks": {task: summarize_scores(scores, n_total, str(ddir))},
+        "tasks": {**({mc[0]: summarize_scores(scores, n_total, str(ddir))} if mc else {}), **gen_results},
         "backend": "grades-vlm", "model": str(model_dir),
         "adapter": str(Path(adapter).resolve()) if adapter else None, "tokenizer": None,
         "batch_size": batch_size, "dtype": dtype, "device": "cpu", "limit": limit, "num_fewshot": 0,
-        "seed": seed, "split": split, "lm_eval_version": None,
+        "seed": seed, "split": split, "lm_eval_version": _version("lm_eval") if gen else None,
         "transformers_version": _version("transformers"), "peft_version": _version("peft"),
         "torch_version": _version("torch"), "model_num_parameters": n_params, "eval_tokens": eval_tokens,
         "eval_flops": eval_flops, "threads": threads,
-        "lm_eval_time_s": None, "score_time_s": round(score_s, 3),
+        "lm_eval_time_s": round(lm_eval_s, 3) if lm_eval_s is not None else None, "score_time_s": round(score_s, 3),
         "wall_time_s": round(time.perf_counter() - t_start, 3),
     }
     if samples_out is not None:
-        atomic_write_text(samples_out, "".join(json.dumps({"task": task, **s}) + "\n" for s in scores))
+        recs = [{"task": mc[0], **s} for s in scores] + (gen_samples or [])
+        atomic_write_text(samples_out, "".join(json.dumps(r) + "\n" for r in recs))
     if out is not None:
         atomic_write_json(out, summary)
     return summary
@@ -715,7 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--adapter")
     e.add_argument("--data", required=True)
     e.add_argument("--out")
-    e.add_argument("--task", default="shapes_mc")
+    e.add_argument("--task", default="shapes_mc",
+                   help="comma-separated; tasks with a template in evals/tasks (shapes_gen) run through lm-eval's "
+                        "hf-multimodal backend, the multiple-choice one is scored here")
     e.add_argument("--split", default="test")
     e.add_argument("--limit", type=int)
     e.add_argument("--batch-size", type=int, default=16)
@@ -746,9 +812,13 @@ def main(argv: list[str] | None = None) -> int:
             s = evaluate_vlm(args.model, args.data, out=args.out, adapter=args.adapter, task=args.task,
                              split=args.split, limit=args.limit, batch_size=args.batch_size, dtype=args.dtype,
                              threads=args.threads, samples_out=args.samples_out, progress=True)
-            t = s["tasks"][args.task]
-            print(f"{args.task}: acc {t['acc']:.4f} ± {t['acc_stderr'] or 0:.4f} (n={t['n']}, chance "
-                  f"{t['chance_acc']:.3f})")
+            for name, t in s["tasks"].items():
+                if "acc" in t:
+                    print(f"{name}: acc {t['acc']:.4f} ± {t['acc_stderr'] or 0:.4f} (n={t['n']}, chance "
+                          f"{t['chance_acc']:.3f})")
+                else:
+                    print(f"{name}: exact_match {t['exact_match']:.4f} ± {t['exact_match_stderr'] or 0:.4f} "
+                          f"(n={t['n']}, {t['backend']})")
     except (ConfigError, DataError, VLMError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -470,14 +470,15 @@ def model_regex(models: list[str]) -> str:
 
 def vlm_eval_args(cfg: dict, model: str) -> str:
     """Arguments of ``python -m grades.vlm evaluate`` for a VLM of the workflow config:
-    the task name (the dataset's first eval task; the key in eval.json), batch size,
-    dtype and limit of the ``eval`` section. VLMs are evaluated by our own scorer, not
-    lm-eval: its hf-multimodal backend has no log-likelihood for requests with images."""
+    the dataset's eval tasks (keys in eval.json), batch size, dtype and limit of the
+    ``eval`` section. The multiple-choice task is scored by grades.vlm (lm-eval's
+    hf-multimodal backend has no log-likelihood for requests with images); tasks with a
+    template in evals/tasks (``shapes_gen``) run through lm-eval's hf-multimodal backend."""
     e = cfg["eval"]
     d = cfg["datasets"][cfg["models"][model]["dataset"]]
     dtype = cfg["models"][model]["dtype"] if e["dtype"] == "auto" else e["dtype"]
     limit = f" --limit {e['limit']}" if e["limit"] else ""
-    return f"--task {quote(d['eval_tasks'][0])} --batch-size {e['batch_size']} --dtype {dtype}{limit}"
+    return f"--task {quote(','.join(d['eval_tasks']))} --batch-size {e['batch_size']} --dtype {dtype}{limit}"
 
 
 def dumps(obj) -> str:

@@ -134,3 +134,11 @@ def test_committed_golden_file_matches_local_smoke_runs():
     main = {f"{r.model}/{r.slug}/seed{r.seed}" for r in gw.runs(cfg)} | {f"{m}/base" for m in cfg["models"]}
     actual = {k: v for k, v in golden.extract(runs).items() if k in main}
     assert golden.compare(doc, actual) == []
+
+
+def test_golden_accuracy_takes_acc_and_generation_exact_match(tmp_path):
+    from grades import golden
+
+    (tmp_path / "eval.json").write_text(json.dumps({"tasks": {
+        "shapes_mc": {"acc": 0.5, "acc_norm": 0.4}, "shapes_gen": {"exact_match": 0.25}, "odd": {"f1": 0.3}}}))
+    assert golden._accuracy(tmp_path) == {"shapes_gen": 0.25, "shapes_mc": 0.5}

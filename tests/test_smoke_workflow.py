@@ -92,6 +92,8 @@ def test_smoke_multimodal_table_and_figure(smoke_run):
         r = mm.loc[s]
         assert r.acc - r.chance > 3 * r.acc_stderr, f"{s}: accuracy {r.acc:.1f} ± {r.acc_stderr:.1f} not above chance"
         assert r.flops_vision > 0 and r.train_time_s > 0
+        # short answers through lm-eval's hf-multimodal backend: learnt too (the base model answers 0%)
+        assert r.gen_em - 3 * r.gen_em_stderr > mm.loc["Base", "gen_em"], s
     for grades, base in (("FP+GradES", "FP"), ("LoRA+GradES", "LoRA")):
         assert mm.loc[grades, "frozen_vision"] > 0 and mm.loc[grades, "frozen_language"] > 0, grades
         assert mm.loc[grades, "flops_train"] < mm.loc[base, "flops_train"]
@@ -100,6 +102,7 @@ def test_smoke_multimodal_table_and_figure(smoke_run):
     run = smoke_run / "results" / "runs" / "smoke" / "tiny-vlm"
     e = json.loads((run / "lora" / "seed0" / "eval.json").read_text())
     assert e["backend"] == "grades-vlm" and e["adapter"] and "shapes_mc" in e["tasks"]
+    assert e["tasks"]["shapes_gen"]["backend"] == "lm-eval hf-multimodal" and e["tasks"]["shapes_gen"]["n"] == 300
     assert (run / "fp" / "seed0" / "model" / "processor_config.json").exists()
     assert set(pd.read_csv(run / "fp-grades" / "seed0" / "freeze_events.csv").tower) == {"language", "vision"}
 

@@ -293,3 +293,32 @@ def test_finetuning_moves_accuracy_above_chance(tmp_path):
           f"{ {k: round(v['acc'], 2) for k, v in after['by_type'].items()} }; loss {log['loss'][0]} -> {log['loss'][-1]}")
     assert after["acc"] - 0.25 > 2 * after["acc_stderr"]
     assert after["acc"] - before["acc"] > 2 * math.hypot(after["acc_stderr"], before["acc_stderr"])
+
+
+def test_short_answers_go_through_lm_eval_hf_multimodal(tiny, shapes_dir, tmp_path):
+    """shapes_gen (a template in evals/tasks) runs through lm-eval's hf-multimodal backend, beside
+    the multiple-choice task of our scorer; its responses are the model's own greedy decoding
+    of the training prompt with the image (checked here with model.generate)."""
+    assert vlm.lm_eval_tasks(["shapes_mc", "shapes_gen"]) == ["shapes_gen"]
+    s = vlm.evaluate_vlm(tiny, shapes_dir, task="shapes_mc,shapes_gen", limit=4, batch_size=1, threads=1,
+                         samples_out=tmp_path / "s.jsonl")
+    assert set(s["tasks"]) == {"shapes_mc", "shapes_gen"} and s["lm_eval_version"] and s["lm_eval_time_s"] > 0
+    g = s["tasks"]["shapes_gen"]
+    assert g["backend"] == "lm-eval hf-multimodal" and g["n"] == 4 and g["output_type"] == "generate_until"
+    recs = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    gen = [r for r in recs if r["task"] == "shapes_gen"]
+    assert len(gen) == 4 and len(recs) == 8
+    assert math.isclose(g["exact_match"], sum(r["exact_match"] for r in gen) / 4)
+    model, proc = vlm.load_vlm(tiny)
+    examples = {ex["id"]: ex for ex in load_examples(shapes_dir, "test")}
+    for r in gen:
+        ex = examples[r["id"]]
+        assert r["target"] == ex["answer"]
+        ids, extra = vlm.encode_prompt(proc, ex)
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), **extra, max_new_tokens=6,
+                                 do_sample=False)
+        text = proc.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).split("\n")[0]
+        assert r["response"] == text, (r, text)
+        assert r["exact_match"] == float(r["filtered"].strip().lower() == ex["answer"].lower())

@@ -140,7 +140,7 @@ def test_profiles_include_the_tiny_vlm_under_four_settings(profile):
 def test_vlm_detection_and_eval_args(tmp_path):
     cfg = gw.load(copy.deepcopy(SMOKE))
     assert gw.is_vlm(cfg, "tiny-vlm") and not gw.is_vlm(cfg, M)
-    assert gw.vlm_eval_args(cfg, "tiny-vlm") == "--task shapes_mc --batch-size 32 --dtype float32"
+    assert gw.vlm_eval_args(cfg, "tiny-vlm") == "--task shapes_mc,shapes_gen --batch-size 32 --dtype float32"
     raw = copy.deepcopy(SMOKE)
     raw["eval"]["limit"] = 50
     raw["models"]["other"] = {"source": "hf:org/vlm", "dataset": "shapes",  # an image dataset makes it a VLM

@@ -62,12 +62,19 @@ def _frozen_by_tower(run_dir: Path) -> dict[str, int]:
 def _eval_fields(e: dict | None) -> dict:
     if not e or not e.get("tasks"):
         return {}
-    task, r = next(iter(e["tasks"].items()))
-    out = {"task": task, "acc": r.get("acc"), "acc_stderr": r.get("acc_stderr"), "n": r.get("n"),
-           "chance": r.get("chance_acc") if r.get("chance_acc") is not None else
-           (1 / r["n_choices"] if r.get("n_choices") else math.nan)}
-    for t, v in (r.get("by_type") or {}).items():
-        out[f"acc_{t}"] = v.get("acc")
+    out: dict = {}
+    mc = [(t, r) for t, r in e["tasks"].items() if "acc" in r]
+    if mc:  # the multiple-choice task (grades.vlm's scorer)
+        task, r = mc[0]
+        out = {"task": task, "acc": r.get("acc"), "acc_stderr": r.get("acc_stderr"), "n": r.get("n"),
+               "chance": r.get("chance_acc") if r.get("chance_acc") is not None else
+               (1 / r["n_choices"] if r.get("n_choices") else math.nan)}
+        for t, v in (r.get("by_type") or {}).items():
+            out[f"acc_{t}"] = v.get("acc")
+    gen = [(t, r) for t, r in e["tasks"].items() if "exact_match" in r]
+    if gen:  # the short-answer task through lm-eval (hf-multimodal, generate_until)
+        task, r = gen[0]
+        out.update({"gen_task": task, "gen_em": r.get("exact_match"), "gen_em_stderr": r.get("exact_match_stderr")})
     return out
 
 
@@ -119,23 +126,28 @@ def multimodal_table(runs: pd.DataFrame) -> pd.DataFrame:
             runs[c] = math.nan
     keys = ["model", "setting", "mode", "method"]
     g = runs.groupby(keys, sort=False)
-    num = [c for c in runs.columns if c not in keys + ["seed", "stop_reason", "task", "acc_stderr"]
+    errs = [c for c in ("acc_stderr", "gen_em_stderr") if c in runs.columns]
+    num = [c for c in runs.columns if c not in keys + ["seed", "stop_reason", "task", "gen_task", *errs]
            and pd.api.types.is_numeric_dtype(runs[c])]
     out = g[num].mean().reset_index()
-    out["acc_stderr"] = g["acc_stderr"].agg(_sem).values
+    for c in errs:
+        out[c] = g[c].agg(_sem).values
     out["seeds"] = g["seed"].nunique().values
     if "stop_reason" in runs.columns:
         out["stop_reason"] = g["stop_reason"].agg(lambda s: "; ".join(sorted({str(x) for x in s.dropna()}))).values
-    if "task" in runs.columns:
-        out["task"] = g["task"].first().values
+    for c in ("task", "gen_task"):
+        if c in runs.columns:
+            out[c] = g[c].first().values
     pct = ["acc", "acc_stderr", "chance"] + [c for c in out.columns if c.startswith("acc_") and c != "acc_stderr"]
+    pct += [c for c in ("gen_em", "gen_em_stderr") if c in out.columns]
     for c in pct:
         out[c] = out[c] * 100
     rank = {"base": 0, "fp": 1, "lora": 2}
     out["_r"] = out["mode"].map(rank).fillna(3)
     out["_m"] = out["method"].ne("none")
     out = out.sort_values(["model", "_r", "_m", "setting"]).drop(columns=["_r", "_m"])
-    first = ["model", "setting", "mode", "method", "task", "acc", "acc_stderr", "chance", "n", "train_time_s",
+    first = ["model", "setting", "mode", "method", "task", "acc", "acc_stderr", "chance", "n", "gen_task", "gen_em",
+             "gen_em_stderr", "train_time_s",
              "total_time_s", "flops_train", "flops_vision", "steps_run", "steps_planned", "frozen_language",
              "tracked_language", "frozen_vision", "tracked_vision", "stop_reason", "seeds"]
     cols = [c for c in first if c in out.columns] + sorted(c for c in out.columns if c not in first)
@@ -161,19 +173,23 @@ def _frozen_cell(r, tower: str) -> str:
 def multimodal_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "_no vision-language runs found_\n"
+    has_gen = "gen_em" in table.columns and table["gen_em"].notna().any()
     lines = ["Vision-language models: multiple-choice accuracy (%) ± standard error (grades.vlm evaluate: "
-             "log-likelihood of each choice given image and question), training time (s, this machine), "
-             "training FLOPs (analytic; 'vision' = vision tower + connector), and weight matrices frozen per "
-             "tower (frozen / tracked).", ""]
-    head = ["model", "setting", "accuracy", "train s", "FLOPs", "vision FLOPs", "steps", "frozen language",
-            "frozen vision"]
+             "log-likelihood of each choice given image and question)"
+             + (", short-answer exact match (%) ± standard error (lm-eval, hf-multimodal backend, greedy "
+                "generation)" if has_gen else "")
+             + ", training time (s, this machine), training FLOPs (analytic; 'vision' = vision tower + connector), "
+             "and weight matrices frozen per tower (frozen / tracked).", ""]
+    head = ["model", "setting", "accuracy"] + (["short answer"] if has_gen else []) + [
+        "train s", "FLOPs", "vision FLOPs", "steps", "frozen language", "frozen vision"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in table.iterrows():
         acc = "–" if pd.isna(r.get("acc")) else f"{r['acc']:.1f} ± {_num(r.get('acc_stderr'), '.1f')}"
+        gen = ("–" if pd.isna(r.get("gen_em")) else f"{r['gen_em']:.1f} ± {_num(r.get('gen_em_stderr'), '.1f')}")
         steps = "–" if r["mode"] == "base" else \
             f"{_num(r.get('steps_run'), '.0f')}/{_num(r.get('steps_planned'), '.0f')}"
         lines.append("| " + " | ".join([
-            str(r["model"]), str(r["setting"]), acc, _num(r.get("train_time_s"), ".1f"),
+            str(r["model"]), str(r["setting"]), acc, *([gen] if has_gen else []), _num(r.get("train_time_s"), ".1f"),
             _num(r.get("flops_train"), ".3g"), _num(r.get("flops_vision"), ".3g"), steps,
             _frozen_cell(r, "language"), _frozen_cell(r, "vision")]) + " |")
     chance = table["chance"].dropna()
