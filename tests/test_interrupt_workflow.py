@@ -104,8 +104,16 @@ def test_kill_interrupt_and_rerun_give_a_complete_result_set(tmp_path):
             assert p.poll() is None, "the workflow finished before it could be interrupted:\n" + p.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint of the second run appeared"
             time.sleep(0.2)
-        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole process group
-        p.wait(timeout=120)
+        # Ctrl-C in the terminal reaches the whole process group. Snakemake drops an interrupt
+        # that lands while it writes a log line (a loaded machine makes that likelier), and the
+        # job goes on: like a user, press Ctrl-C again until it stops.
+        for _ in range(60):
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                p.wait(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
