@@ -96,8 +96,10 @@ def test_kill_interrupt_and_rerun_give_a_complete_result_set(tmp_path):
     # 2. the rerun resumes it; Snakemake is interrupted while it trains the other run
     other = {"fp", "fp-grades"} - {killed}
     (other,) = other
+    # SIGINT back to its default: a test run started in the background (nohup, `&`) inherits
+    # it ignored, and then neither Snakemake nor its jobs would ever see the Ctrl-C
     p = subprocess.Popen(_cmd(work), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 1200
     try:
         while not _checkpoints(work).get(other):
