@@ -348,22 +348,9 @@ def _is_lora(module: nn.Module) -> bool:
 def _language_blocks(model: nn.Module) -> tuple[list[tuple[nn.Module, str, list[Component]]], nn.Module]:
     """The language tower's blocks as (block, block path, its components), and the
     module that owns the block list (holds the final norm)."""
-    comps = discover_components(model, trainable_only=False, towers=(LANGUAGE,))
-    by_block: dict[str, list[Component]] = {}
-    lists: set[str] = set()
-    for c in comps:
-        list_path = _block_list_path(model, c)
-        lists.add(list_path)
-        by_block.setdefault(f"{list_path}.{c.layer}" if list_path else str(c.layer), []).append(c)
-    if len(lists) != 1:
-        raise NotImplementedError(f"FLOPs accounting supports one decoder block list; found {sorted(lists)}")
-    (list_path,) = lists
-    blocks = model.get_submodule(list_path)
+    out = _grouped_blocks(model, discover_components(model, trainable_only=False, towers=(LANGUAGE,)))
+    list_path = out[0][1].rsplit(".", 1)[0] if "." in out[0][1] else ""
     owner = model.get_submodule(list_path.rsplit(".", 1)[0]) if "." in list_path else model
-    out = []
-    for i, block in enumerate(blocks):
-        prefix = f"{list_path}.{i}" if list_path else str(i)
-        out.append((block, prefix, by_block.get(prefix, [])))
     return out, owner
 
 

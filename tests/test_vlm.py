@@ -322,3 +322,12 @@ def test_short_answers_go_through_lm_eval_hf_multimodal(tiny, shapes_dir, tmp_pa
         text = proc.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).split("\n")[0]
         assert r["response"] == text, (r, text)
         assert r["exact_match"] == float(r["filtered"].strip().lower() == ex["answer"].lower())
+
+
+@pytest.mark.parametrize("task,words", [("", ["no task"]), ("mc_a,mc_b", ["one multiple-choice task", "mc_a", "mc_b"])])
+def test_bad_task_list_is_refused_before_anything_is_written(tiny, shapes_dir, tmp_path, task, words):
+    with pytest.raises(vlm.VLMError) as e:
+        vlm.evaluate_vlm(tiny, shapes_dir, task=task, out=tmp_path / "eval.json")
+    for w in words:
+        assert w in str(e.value)
+    assert not (tmp_path / "eval.json").exists()

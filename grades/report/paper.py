@@ -112,6 +112,11 @@ def comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return m.sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
 
+def _ours_paper(o: float, p: float, d: float) -> str:
+    """A comparison cell: "ours / paper (ours − paper)", the difference left out when undefined."""
+    return f"{_num(o)} / {_num(p)}" + ("" if math.isnan(d) else f" ({_signed(d)})")
+
+
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     """Rows model x method; each cell "ours / paper (Δ)"; only rows where we have a number."""
     lines = ["Accuracy (%): ours / paper (ours − paper). The paper's numbers: results/paper/"
@@ -130,7 +135,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
                 cells.append("–")
                 continue
             o, p, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
-            cells.append(f"{_num(o)} / {_num(p)}" + ("" if math.isnan(d) else f" ({_signed(d)})"))
+            cells.append(_ours_paper(o, p, d))
         lines.append("| " + " | ".join([model, method, *cells]) + " |")
     n = have["diff"].notna() & have["benchmark"].ne("avg")
     if n.any():
@@ -242,7 +247,7 @@ def multimodal_markdown(mm: pd.DataFrame) -> str:
                     cells.append("–")
                     continue
                 o, pv, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
-                cells.append(_num(pv) if math.isnan(o) else f"{_num(o)} / {_num(pv)} ({_signed(d)})")
+                cells.append(_num(pv) if math.isnan(o) else _ours_paper(o, pv, d))
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     if mm["ours"].isna().all():
