@@ -71,6 +71,8 @@ STANDARD_TASKS: tuple[str, ...] = ("boolq", "piqa", "social_iqa", "hellaswag", "
 #: vLLM only accepts these values for ``max_lora_rank`` (vllm.config.LoRAConfig).
 VLLM_LORA_RANKS: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 320, 512)
 BACKENDS = ("hf", "vllm")
+#: lm-eval's vision-language model of each backend (grades.vlm evaluates VLMs with these)
+MULTIMODAL_BACKENDS = {"hf": "hf-multimodal", "vllm": "vllm-vlm"}
 REQUIRED_FIELDS = ("context", "question", "choices", "label")
 DATA_FILES = ("test.jsonl", "validation.jsonl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -339,7 +341,8 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
                        num_fewshot: int = 0, seed: int = 0, task_manager: Any = None,
                        gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1,
                        max_model_len: int | None = None, bootstrap_iters: int = 100_000,
-                       tokenizer: str | os.PathLike | None = None) -> dict[str, Any]:
+                       tokenizer: str | os.PathLike | None = None,
+                       apply_chat_template: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``lm_eval.simple_evaluate`` (pure; vLLM reads adapter_config.json).
 
     * ``hf``: ``model_args = {pretrained, dtype[, tokenizer][, peft]}``; device and batch size go
@@ -348,11 +351,20 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
       gpu_memory_utilization, seed[, tokenizer][, max_model_len][, enable_lora, max_lora_rank,
       lora_local_path]}``; ``device`` is None (lm-eval's VLLM ignores it with a warning;
       select GPUs with CUDA_VISIBLE_DEVICES).
+    * ``hf-multimodal`` / ``vllm-vlm`` (vision-language models, :data:`MULTIMODAL_BACKENDS`):
+      as ``hf`` / ``vllm``; vllm-vlm also gets ``max_images=1`` (one picture per prompt)
+      and takes no adapter: vLLM puts LoRA on the language model only, so grades.vlm
+      merges a VLM's adapter first.
+    * ``apply_chat_template``: prompts go through the model's chat template (instruct models).
     """
-    if backend not in BACKENDS:
-        raise EvalConfigError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    known = BACKENDS + tuple(MULTIMODAL_BACKENDS.values())
+    if backend not in known:
+        raise EvalConfigError(f"unknown backend {backend!r}; choose from {list(known)}")
+    if backend == "vllm-vlm" and adapter is not None:
+        raise EvalConfigError("backend 'vllm-vlm' takes no adapter (vLLM applies LoRA to the language model "
+                              "only): merge the adapter into the model first (grades.vlm.merge_adapter)")
     pretrained = str(model)
-    if backend == "hf":
+    if backend in ("hf", "hf-multimodal"):
         model_args: dict[str, Any] = {"pretrained": pretrained, "dtype": dtype}
         if tokenizer is not None:
             model_args["tokenizer"] = str(tokenizer)
@@ -369,7 +381,10 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
         if adapter is not None:
             model_args.update(enable_lora=True, max_lora_rank=max_lora_rank(adapter),
                               lora_local_path=str(adapter))
+        if backend == "vllm-vlm":
+            model_args["max_images"] = 1
         device = None
+    chat = {"apply_chat_template": True} if apply_chat_template else {}
     return {
         "model": backend,
         "model_args": model_args,
@@ -387,6 +402,7 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
         "numpy_random_seed": int(seed),
         "torch_random_seed": int(seed),
         "fewshot_random_seed": int(seed),
+        **chat,
     }
 
 

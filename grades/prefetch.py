@@ -7,16 +7,17 @@ the workflow's ``prefetch`` target, a local rule); afterwards every job runs wit
 
 What it fetches (:func:`plan`):
 
-* ``model``    every ``hf:ORG/NAME`` model source of an enabled model (and of the
-  ``vlm`` block): ``huggingface_hub.snapshot_download`` without duplicate weight
-  formats (``original/``, ``consolidated*``, ``*.pth``, GGUF, ONNX, ...).
+* ``model``    every ``hf:ORG/NAME`` model source of an enabled model, and both backbones
+  of a ``compose-vlm:`` source (``options.vision``, ``options.language``):
+  ``huggingface_hub.snapshot_download`` without duplicate weight formats
+  (``original/``, ``consolidated*``, ``*.pth``, GGUF, ONNX, ...).
 * ``dataset``  every ``hf-dataset:ORG/NAME`` training source: the same
-  ``datasets.load_dataset`` call the prepare step makes, so its Arrow cache is ready.
-* ``lm-eval``  the dataset behind every lm-eval task the profile scores, read from
-  lm-eval's own task YAML (``dataset_path``, ``dataset_name``, ``dataset_kwargs``) and
-  loaded the way lm-eval loads it.
-* ``vlm-dataset`` datasets of the ``vlm`` block: the raw repository files
-  (``snapshot_download(repo_type="dataset")``), for the VLM pipeline to read offline.
+  ``datasets.load_dataset`` call the prepare step makes (one per Hub config of a
+  ``cauldron`` dataset's ``subsets``), so its Arrow cache is ready.
+* ``lm-eval``  the dataset behind every lm-eval task the profile scores, read from the
+  task's YAML (lm-eval's own, or ours in evals/tasks/hub: ``dataset_path``,
+  ``dataset_name``, ``dataset_kwargs``, and any ``metadata.extra_datasets`` it reads
+  besides, e.g. GQA's pictures) and loaded the way lm-eval loads it.
 
 CLI::
 
@@ -45,7 +46,7 @@ import yaml
 
 from .config import ConfigError
 
-KINDS = ("model", "dataset", "lm-eval", "vlm-dataset")
+KINDS = ("model", "dataset", "lm-eval")
 #: weight formats that duplicate the safetensors shards (or are not loadable here)
 MODEL_IGNORE = ["original/*", "consolidated*", "*.pth", "*.pt", "*.gguf", "*.onnx", "*.onnx_data", "onnx/*",
                 "openvino/*", "*.msgpack", "*.h5", "flax_model*", "tf_model*", "*.ot"]
@@ -68,13 +69,23 @@ class Item:
 
 
 # ------------------------------------------------------------------ plan
-def lm_eval_task_datasets(tasks: list[str]) -> dict[str, dict]:
-    """``{task: {"path", "name", "kwargs"}}`` from lm-eval's task YAMLs (functions unresolved)."""
+def lm_eval_task_datasets(tasks: list[str]) -> dict[str, list[dict]]:
+    """``{task: [{"path", "name", "kwargs", "split"}, ...]}`` from the task YAMLs (functions
+    unresolved): the task's dataset, then its ``metadata.extra_datasets``. Tasks of
+    evals/tasks/hub (the VLM benchmarks) are looked up there, the others in lm-eval's index."""
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
     from .evaluate import STANDARD_TASKS
+    from .vlm import hub_tasks
 
+    hub = hub_tasks()
+    out: dict[str, list[dict]] = {}
+    for t in [t for t in tasks if t in hub]:
+        out[t] = _yaml_datasets(t, load_yaml(str(hub[t]), resolve_func=False, recursive=True), hub[t])
+    tasks = [t for t in tasks if t not in hub]
+    if not tasks:
+        return out
     if all(t in STANDARD_TASKS for t in tasks):  # index only their folders: a second, not ten
         import lm_eval
 
@@ -83,21 +94,30 @@ def lm_eval_task_datasets(tasks: list[str]) -> dict[str, dict]:
         tm = TaskManager(include_path=[str(d) for d in dirs], include_defaults=False)
     else:
         tm = TaskManager()
-    out = {}
     for t in tasks:
         entry = tm.task_index.get(t)
         if entry is None or entry.yaml_path is None:
             raise ConfigError(f"lm-eval task '{t}' has no YAML in lm-eval's task index; cannot tell its dataset")
-        cfg = load_yaml(entry.yaml_path, resolve_func=False, recursive=True)
-        if not cfg.get("dataset_path"):
-            raise ConfigError(f"lm-eval task '{t}' ({entry.yaml_path}) names no dataset_path")
-        out[t] = {"path": cfg["dataset_path"], "name": cfg.get("dataset_name"),
-                  "kwargs": dict(cfg.get("dataset_kwargs") or {})}
+        out[t] = _yaml_datasets(t, load_yaml(entry.yaml_path, resolve_func=False, recursive=True), entry.yaml_path)
+    return out
+
+
+def _yaml_datasets(task: str, cfg: dict, path) -> list[dict]:
+    if not cfg.get("dataset_path"):
+        raise ConfigError(f"lm-eval task '{task}' ({path}) names no dataset_path")
+    out = [{"path": cfg["dataset_path"], "name": cfg.get("dataset_name"),
+            "kwargs": dict(cfg.get("dataset_kwargs") or {}), "split": None}]
+    for x in (cfg.get("metadata") or {}).get("extra_datasets") or []:
+        out.append({"path": x["path"], "name": x.get("name"), "kwargs": dict(x.get("kwargs") or {}),
+                    "split": x.get("split")})
     return out
 
 
 def plan(cfg: dict, include_vlm: bool = True, task_datasets: Callable = lm_eval_task_datasets) -> list[Item]:
-    """Every Hub download a validated workflow config (``grades.workflow.load``) needs, deduplicated."""
+    """Every Hub download a validated workflow config (``grades.workflow.load``) needs, deduplicated.
+
+    ``include_vlm=False`` leaves out the vision-language models (grades.workflow.is_vlm) and
+    what only they use."""
     from . import workflow as gw
     from .data import parse_spec as data_spec
     from .models import parse_spec as model_spec
@@ -107,13 +127,18 @@ def plan(cfg: dict, include_vlm: bool = True, task_datasets: Callable = lm_eval_
     def add(item: Item, user: str) -> None:
         items.setdefault(item, set()).add(user)
 
-    enabled = gw.enabled_models(cfg)
+    enabled = [m for m in gw.enabled_models(cfg) if include_vlm or not gw.is_vlm(cfg, m)]
     used_data: dict[str, list[str]] = {}
     for m in enabled:
         mc = cfg["models"][m]
         kind, arg = model_spec(mc["source"])
         if kind == "hf":
             add(Item("model", arg, revision=mc["options"].get("revision") or None), f"models.{m}")
+        elif kind == "compose-vlm":
+            for part in ("vision", "language"):
+                sub, sub_arg = model_spec(mc["options"][part])
+                if sub == "hf":
+                    add(Item("model", sub_arg), f"models.{m}.options.{part}")
         used_data.setdefault(mc["dataset"], []).append(m)
     tasks: dict[str, list[str]] = {}
     for d, users in used_data.items():
@@ -121,25 +146,16 @@ def plan(cfg: dict, include_vlm: bool = True, task_datasets: Callable = lm_eval_
         kind, arg = data_spec(dc["source"])
         if kind == "hf-dataset":
             o = dc["options"]
-            add(Item("dataset", arg, name=o.get("config") or None, split=o.get("split", "train"),
-                     revision=o.get("revision") or None), f"datasets.{d}")
+            for name in o.get("subsets") or [o.get("config") or None]:
+                add(Item("dataset", arg, name=name, split=o.get("split", "train"),
+                         revision=o.get("revision") or None), f"datasets.{d}")
         for t in dc["lm_eval_tasks"]:
             tasks.setdefault(t, []).append(f"datasets.{d}")
     if tasks:
-        for t, ds in task_datasets(list(tasks)).items():
-            add(Item("lm-eval", ds["path"], name=ds["name"], kwargs=tuple(sorted(ds["kwargs"].items()))),
-                f"lm-eval:{t}")
-    v = cfg.get("vlm") or {}
-    if include_vlm and v:
-        for m, mc in (v.get("models") or {}).items():
-            kind, arg = model_spec(mc["source"])
-            if kind == "hf":
-                add(Item("model", arg, revision=(mc.get("options") or {}).get("revision") or None), f"vlm.models.{m}")
-        for d, dc in (v.get("datasets") or {}).items():
-            kind, arg = data_spec(dc["source"])
-            if kind == "hf-dataset":
-                add(Item("vlm-dataset", arg, revision=(dc.get("options") or {}).get("revision") or None),
-                    f"vlm.datasets.{d}")
+        for t, dss in task_datasets(list(tasks)).items():
+            for ds in dss:
+                add(Item("lm-eval", ds["path"], name=ds["name"], split=ds.get("split"),
+                         kwargs=tuple(sorted(ds["kwargs"].items()))), f"lm-eval:{t}")
     out = [Item(**{**asdict(i), "kwargs": i.kwargs, "used_by": tuple(sorted(u))}) for i, u in items.items()]
     return sorted(out, key=lambda i: (KINDS.index(i.kind), i.id, i.name or ""))
 
@@ -171,7 +187,7 @@ def _load_dataset(item: Item) -> dict:
 
 
 FETCHERS: dict[str, Callable[[Item], dict]] = {
-    "model": _snapshot, "vlm-dataset": _snapshot, "dataset": _load_dataset, "lm-eval": _load_dataset,
+    "model": _snapshot, "dataset": _load_dataset, "lm-eval": _load_dataset,
 }
 
 
@@ -237,7 +253,8 @@ def main(argv=None) -> int:
     src.add_argument("--workflow-config", help="workflow config YAML (e.g. config/paper.yaml)")
     src.add_argument("--config-json", help="a workflow config as a JSON string (used by the workflow's rule)")
     ap.add_argument("--groups", default=None, help="comma-separated optional model groups to include")
-    ap.add_argument("--no-vlm", action="store_true", help="leave out the vlm block")
+    ap.add_argument("--no-vlm", action="store_true",
+                    help="leave out the vision-language models and the data only they use")
     ap.add_argument("--only", default=None, help=f"comma-separated kinds to fetch, of {list(KINDS)}")
     ap.add_argument("--dry-run", action="store_true", help="print what would be downloaded; download nothing")
     ap.add_argument("--keep-going", action="store_true", help="continue after a failed download")

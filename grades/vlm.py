@@ -236,6 +236,119 @@ def build_into(options: dict, out: Path) -> dict:
     return info
 
 
+# ------------------------------------------------------- composed model
+COMPOSE_DEFAULTS: dict[str, Any] = {"vision": "", "language": "", "scale_factor": 2, "seed": 0}
+
+
+def check_compose_options(options: dict) -> dict:
+    """Options of a ``compose-vlm:idefics3`` source: ``vision`` and ``language`` are model
+    sources (``hf:ORG/NAME`` or ``local:DIR``), ``scale_factor`` the pixel shuffle."""
+    out = dict(COMPOSE_DEFAULTS)
+    for k, v in (options or {}).items():
+        if k not in out:
+            raise ConfigError(f"model.options.{k}: unknown option for a composed VLM{closest(k, out)}; "
+                              f"known: {sorted(out)}")
+        if not isinstance(v, type(out[k])) or isinstance(v, bool):
+            raise ConfigError(f"model.options.{k} = {v!r}: expected {type(out[k]).__name__}")
+        out[k] = v
+    for k in ("vision", "language"):
+        if not out[k].startswith(("hf:", "local:")) or len(out[k].split(":", 1)[1]) == 0:
+            raise ConfigError(f"model.options.{k} = {out[k]!r}: expected a model source hf:ORG/NAME or local:DIR "
+                              f"(e.g. vision: hf:google/siglip-base-patch16-224, language: hf:HuggingFaceTB/SmolLM2-135M)")
+    if out["scale_factor"] < 1:
+        raise ConfigError(f"model.options.scale_factor = {out['scale_factor']}: must be >= 1")
+    return out
+
+
+def _source_path(spec: str) -> str:
+    kind, _, arg = spec.partition(":")
+    return str(Path(arg).expanduser()) if kind == "local" else arg
+
+
+def compose_vlm(options: dict):
+    """(model, processor, record) of an Idefics3 VLM joined from a pretrained SigLIP vision
+    encoder and a pretrained Llama-architecture language model (SmolLM2), with a freshly
+    initialised pixel-shuffle connector: nanoVLM's construction, in an architecture
+    transformers loads (``AutoModelForImageTextToText``).
+
+    Every vision weight except SigLIP's pooling head (unused by Idefics3) and every language
+    weight is copied; the tokenizer gains the image tokens (:data:`SPECIAL_TOKENS`), whose new
+    embedding rows start at the mean of the others. The image processor takes the encoder's
+    resolution (no tiling) and its normalisation. Anything else missing or left over raises."""
+    import transformers as tf
+
+    o = check_compose_options(options)
+    vsrc, lsrc = _source_path(o["vision"]), _source_path(o["language"])
+    vcfg = tf.AutoConfig.from_pretrained(vsrc)
+    vcfg = getattr(vcfg, "vision_config", None) or vcfg
+    if vcfg.model_type != "siglip_vision_model":
+        raise ConfigError(f"model.options.vision = {o['vision']!r}: a {vcfg.model_type} model; expected a SigLIP "
+                          f"vision encoder (siglip / siglip_vision_model)")
+    lcfg = tf.AutoConfig.from_pretrained(lsrc)
+    if lcfg.model_type != "llama":
+        raise ConfigError(f"model.options.language = {o['language']!r}: a {lcfg.model_type} model; Idefics3's "
+                          f"language model is a Llama (SmolLM2 is one)")
+    grid = vcfg.image_size // vcfg.patch_size
+    if grid % o["scale_factor"]:
+        raise ConfigError(f"model.options.scale_factor = {o['scale_factor']}: must divide the encoder's patch grid "
+                          f"({vcfg.image_size} / {vcfg.patch_size} = {grid})")
+    vision = tf.SiglipVisionModel.from_pretrained(vsrc, dtype=torch.float32)
+    lm = tf.AutoModelForCausalLM.from_pretrained(lsrc, dtype=torch.float32)
+    tok = tf.AutoTokenizer.from_pretrained(lsrc)
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lm.resize_token_embeddings(len(tok), mean_resizing=True)
+    mean, std = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]  # SigLIP's normalisation, unless its processor says otherwise
+    try:
+        sp = tf.AutoImageProcessor.from_pretrained(vsrc)
+        mean, std = list(sp.image_mean), list(sp.image_std)
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    ip = tf.Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": vcfg.image_size},
+                                      max_image_size={"longest_edge": vcfg.image_size}, image_mean=mean, image_std=std)
+    seq = grid ** 2 // o["scale_factor"] ** 2
+    proc = tf.Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=seq,
+                                chat_template=getattr(tok, "chat_template", None))
+    text = {**lm.config.to_dict(), "vocab_size": len(tok), "pad_token_id": tok.pad_token_id}
+    tie = bool(lm.config.tie_word_embeddings)
+    cfg = tf.Idefics3Config(text_config=text, vision_config=vcfg.to_dict(), scale_factor=o["scale_factor"],
+                            image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
+                            tie_word_embeddings=tie)
+    torch.manual_seed(o["seed"])
+    model = tf.Idefics3ForConditionalGeneration(cfg)
+    sd: dict[str, torch.Tensor] = {}
+    for k, v in vision.state_dict().items():
+        k = k.removeprefix("vision_model.")
+        if not k.startswith("head."):  # SigLIP's attention-pooling head: Idefics3 reads the patch states
+            sd[f"model.vision_model.{k}"] = v
+    for k, v in lm.state_dict().items():
+        if k.startswith("model."):
+            sd[f"model.text_model.{k.removeprefix('model.')}"] = v
+        elif k == "lm_head.weight":
+            sd[k] = v
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    fresh = [k for k in missing if not k.startswith("model.connector.") and not (tie and k == "lm_head.weight")]
+    if fresh or unexpected:
+        raise VLMError(f"composing {o['vision']} + {o['language']}: weights without a source {fresh[:5]}, "
+                       f"unused {list(unexpected)[:5]}")
+    if tie:
+        model.tie_weights()
+    record = {"kind": "vlm", "family": "idefics3", "composed_from": {"vision": o["vision"], "language": o["language"]},
+              "options": o, "params": sum(p.numel() for p in model.parameters()), "params_by_part": param_groups(model),
+              "vocab_size": len(tok), "image_seq_len": seq, "image_size": vcfg.image_size,
+              "new_connector_params": sum(p.numel() for n, p in model.named_parameters() if ".connector." in n)}
+    return model, proc, record
+
+
+def compose_into(options: dict, out: Path) -> dict:
+    """:func:`compose_vlm`, saved (model + processor) into the existing directory ``out``."""
+    model, proc, record = compose_vlm(options)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return record
+
+
 def param_groups(model) -> dict[str, int]:
     """Parameter counts: vision tower, projector/connector, language model (incl. embeddings)."""
     from .components import _SKIP_OWNERS, _VISION_OWNERS
@@ -281,16 +394,26 @@ def image_token(processor) -> str:
     return tok
 
 
-def format_prompt(ex: dict, processor=None) -> str:
+def format_prompt(ex: dict, processor=None, chat: bool = False) -> str:
     """``<image>Q: {context} {question}\\nA:`` (the text prompt of :func:`grades.data.format_prompt`
-    with the processor's image placeholder in front)."""
+    with the processor's image placeholder in front), or with ``chat`` the processor's chat
+    template around one user turn ``[image, context + question]`` with the generation prompt
+    (instruct VLMs; the form lm-eval's ``--apply_chat_template`` evaluates)."""
     ctx = ex.get("context") or ""
+    if chat:
+        if processor is None or not getattr(processor, "chat_template", None):
+            raise VLMError(f"data.prompt = chat: {type(processor).__name__} has no chat template; use prompt: plain")
+        msg = [{"role": "user", "content": [{"type": "image"},
+                                            {"type": "text", "text": (ctx + " " if ctx else "") + ex["question"]}]}]
+        return processor.apply_chat_template(msg, add_generation_prompt=True, tokenize=False)
     text = f"Q: {ctx + ' ' if ctx else ''}{ex['question']}\nA:"
     return (image_token(processor) if processor is not None else "") + text
 
 
-def format_target(ex: dict) -> str:
-    return " " + ex["choices"][ex["label"]] if "choices" in ex else " " + ex["answer"]
+def format_target(ex: dict, chat: bool = False) -> str:
+    """The text trained on: ``" " + answer`` (after ``A:``); with ``chat`` the bare answer."""
+    ans = ex["choices"][ex["label"]] if "choices" in ex else ex["answer"]
+    return ans if chat else " " + ans
 
 
 def open_image(ex: dict):
@@ -307,41 +430,71 @@ def open_image(ex: dict):
         raise VLMError(f"example {ex.get('id')!r}: image file {path} does not exist") from None
 
 
-def encode_prompt(processor, ex: dict, image=None) -> tuple[list[int], dict[str, torch.Tensor]]:
+def encode_prompt(processor, ex: dict, image=None, chat: bool = False) -> tuple[list[int], dict[str, torch.Tensor]]:
     """Prompt token ids (image placeholder expanded by the processor) and the image tensors."""
     image = image if image is not None else open_image(ex)
-    enc = processor(text=[format_prompt(ex, processor)], images=[[image]], return_tensors="pt")
+    text = format_prompt(ex, processor, chat)
+    enc = processor(text=[text], images=[[image]], return_tensors="pt", **({"add_special_tokens": False} if chat else {}))
     ids = enc["input_ids"][0].tolist()
     extras = {k: v for k, v in enc.items() if k not in IMAGE_KEYS_SKIP and torch.is_tensor(v)}
     return ids, extras
 
 
-def encode_examples(examples: list[dict], processor, seq_len: int | None = None, loss_on: str = "answer",
-                    too_long: str = "truncate", target=format_target, where: str = "data",
-                    prompt=None) -> tuple[list[dict], int]:
-    """Encode rows into training items ``{"input_ids", "labels", <image tensors>}``.
+def encode_example(i: int, ex: dict, processor, seq_len: int | None = None, loss_on: str = "answer",
+                   too_long: str = "truncate", target=None, where: str = "data", prompt=None,
+                   chat: bool = False) -> tuple[dict, bool]:
+    """One row -> (training item ``{"input_ids", "labels", "extras"}``, whether it was truncated).
 
-    ``target(ex)`` gives the text trained on (default ``" " + answer``); eos is appended.
+    ``target(ex)`` gives the text trained on (default :func:`format_target`); eos is appended.
     Image tokens are never cut: an item longer than ``seq_len`` loses the end of its
-    target (``too_long="truncate"``) or raises (``"error"``). Returns (items, n_truncated)."""
+    target (``too_long="truncate"``) or raises (``"error"``)."""
     from .data import DataError
 
     tok = processor.tokenizer
     eos = tok.eos_token_id
+    p, extras = encode_prompt(processor, ex if prompt is None else {**ex, "question": prompt(ex)}, chat=chat)
+    text = target(ex) if target is not None else format_target(ex, chat)
+    t = tok(text, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+    cut = False
+    if seq_len is not None and len(p) + len(t) > seq_len:
+        if too_long == "error" or len(p) >= seq_len:
+            raise DataError(f"{where}: example {i} (id {ex.get('id')!r}) has {len(p) + len(t)} tokens "
+                            f"({len(p)} in the prompt with its image tokens), more than seq_len={seq_len}; "
+                            f"raise seq_len")
+        cut = True
+        t = t[: seq_len - len(p)]
+    labels = ([-100] * len(p) if loss_on == "answer" else list(p)) + t
+    return {"input_ids": p + t, "labels": labels, "extras": extras}, cut
+
+
+def encode_examples(examples: list[dict], processor, seq_len: int | None = None, loss_on: str = "answer",
+                    too_long: str = "truncate", target=None, where: str = "data",
+                    prompt=None, chat: bool = False) -> tuple[list[dict], int]:
+    """Encode every row up front (:func:`encode_example`). Returns (items, n_truncated)."""
     items, truncated = [], 0
     for i, ex in enumerate(examples):
-        p, extras = encode_prompt(processor, ex if prompt is None else {**ex, "question": prompt(ex)})
-        t = tok(target(ex), add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
-        if seq_len is not None and len(p) + len(t) > seq_len:
-            if too_long == "error" or len(p) >= seq_len:
-                raise DataError(f"{where}: example {i} (id {ex.get('id')!r}) has {len(p) + len(t)} tokens "
-                                f"({len(p)} in the prompt with its image tokens), more than seq_len={seq_len}; "
-                                f"raise seq_len")
-            truncated += 1
-            t = t[: seq_len - len(p)]
-        labels = ([-100] * len(p) if loss_on == "answer" else list(p)) + t
-        items.append({"input_ids": p + t, "labels": labels, "extras": extras})
+        item, cut = encode_example(i, ex, processor, seq_len, loss_on, too_long, target, where, prompt, chat)
+        items.append(item)
+        truncated += cut
     return items, truncated
+
+
+class LazyItems:
+    """Rows encoded when a batch draws them (``data.encode: lazy``): the pictures' tensors of a
+    large image dataset never sit in memory all at once. Indexable like the list of
+    :func:`encode_examples`; ``truncated`` counts the truncated items encoded so far."""
+
+    def __init__(self, rows: list[dict], processor, **kw) -> None:
+        self.rows, self.processor, self.kw = rows, processor, kw
+        self.truncated = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        item, cut = encode_example(i, self.rows[i], self.processor, **self.kw)
+        self.truncated += cut
+        return item
 
 
 def _pad_cat(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -500,14 +653,19 @@ def train_inputs(cfg: dict, model_dir: str | Path, data_dir: str | Path, needs_v
     d = cfg["data"]
     pid = pad_id(proc)
     rows = load_examples(data_dir, d["train_split"])
-    items, n_trunc = encode_examples(rows, proc, cfg["seq_len"], d["loss_on"], d["too_long"],
-                                     where=f"{data_dir}/{d['train_split']}")
+    chat = d["prompt"] == "chat"
+    kw = {"seq_len": cfg["seq_len"], "loss_on": d["loss_on"], "too_long": d["too_long"],
+          "where": f"{data_dir}/{d['train_split']}", "chat": chat}
+    if d["encode"] == "lazy":
+        items, n_trunc = LazyItems(rows, proc, **kw), None  # counted as batches are drawn
+    else:
+        items, n_trunc = encode_examples(rows, proc, **kw)
     stream = VLMBatchStream(items, cfg["batch_size"], pid, cfg["seed"])
     val_batches: list[dict] = []
     n_val_trunc = 0
     if needs_validation:
         vrows = load_examples(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
-        vitems, n_val_trunc = encode_examples(vrows, proc, cfg["seq_len"], d["loss_on"], "truncate")
+        vitems, n_val_trunc = encode_examples(vrows, proc, cfg["seq_len"], d["loss_on"], "truncate", chat=chat)
         val_batches = vlm_batches(vitems, cfg["val_batch_size"], pid)
     from .components import discover_components
 
@@ -622,53 +780,142 @@ def summarize_scores(scores: list[dict], n_total: int | None = None, data: str |
 
 
 def lm_eval_tasks(tasks: list[str]) -> list[str]:
-    """The tasks that go through lm-eval: those with a template in ``evals/tasks``
-    (e.g. ``shapes_gen``, generate_until with images); the others are scored here."""
+    """The local tasks that go through lm-eval: those with a template in ``evals/tasks``
+    (e.g. ``shapes_gen``, generate_until with images, rendered for a prepared dataset)."""
     from .evaluate import local_tasks
 
     templates = local_tasks()
     return [t for t in tasks if t in templates]
 
 
-def generate_with_lm_eval(model_dir: Path, data_dir: Path, task: str, *, adapter: str | Path | None = None,
-                          split: str = "test", limit: int | None = None, batch_size: int = 16,
-                          dtype: str = "float32", seed: int = 0, samples: list | None = None) -> dict:
-    """One generation task through lm-eval's ``hf-multimodal`` backend -> a task entry of eval.json.
+def hub_tasks_dir() -> Path:
+    """``evals/tasks/hub``: lm-eval tasks over Hub datasets (GQA, VQAv2, COCO Caption, MMStar)."""
+    from .evaluate import tasks_dir
 
-    The task template is rendered for ``data_dir`` (:func:`grades.evaluate.render_tasks`);
-    its metric (``exact_match`` of the short answer) and stderr are lm-eval's. ``samples``,
-    when given, receives one record per question (id, type, raw and filtered response,
-    target, exact_match)."""
-    import tempfile
+    return tasks_dir() / "hub"
 
+
+def hub_tasks() -> dict[str, Path]:
+    """``{task: yaml}`` of :func:`hub_tasks_dir` (their data comes from the HF cache)."""
+    from .evaluate import local_tasks
+
+    d = hub_tasks_dir()
+    return local_tasks(d) if d.is_dir() else {}
+
+
+def split_vlm_tasks(names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(multiple choice scored here, local lm-eval templates, Hub benchmarks); unknown names raise."""
+    hub = hub_tasks()
+    gen = lm_eval_tasks([t for t in names if t not in hub])
+    hubs = [t for t in names if t in hub]
+    mc = [t for t in names if t not in gen and t not in hubs]
+    if len(mc) > 1:
+        raise VLMError(f"one multiple-choice task per evaluation, got {mc}; the benchmarks over Hub data are "
+                       f"{sorted(hub)} (evals/tasks/hub)")
+    return mc, gen, hubs
+
+
+def _task_entry(task: str, res: dict, backend: str) -> dict:
+    """A generation task of lm-eval's results -> its eval.json entry: every metric with its
+    stderr, plus ``metric`` (the first of the task's metric_list) and ``score`` (its value)."""
+    from .evaluate import _num
+
+    r = res["results"][task]
+    vals: dict[str, Any] = {}
+    for k, v in r.items():
+        name, sep, _filter = k.partition(",")
+        if sep and name not in vals:
+            vals[name] = _num(v)
+    metrics = [m["metric"] for m in (res.get("configs", {}).get(task, {}).get("metric_list") or [])
+               if isinstance(m.get("metric"), str)]
+    primary = next((m for m in metrics if m in vals), None) or next(
+        (k for k in vals if not k.endswith("_stderr")), None)
+    ns = res.get("n-samples", {}).get(task, {})
+    return {**vals, "metric": primary, "score": vals.get(primary), "score_stderr": vals.get(f"{primary}_stderr"),
+            "n": int(ns.get("effective") or 0) or None, "n_total": int(ns.get("original") or 0) or None,
+            "version": res.get("versions", {}).get(task), "num_fewshot": 0, "output_type": "generate_until",
+            "backend": f"lm-eval {backend}"}
+
+
+def lm_eval_kwargs(model_dir: str | Path, tasks: list[str], *, adapter: str | Path | None = None,
+                   backend: str = "hf", limit: int | None = None, batch_size: int = 16, dtype: str = "float32",
+                   device: str = "cpu", seed: int = 0, apply_chat_template: bool = False,
+                   vllm: dict | None = None) -> dict:
+    """``lm_eval.simple_evaluate`` keyword arguments for a VLM (pure; the task manager is set by
+    the caller): :func:`grades.evaluate.build_lm_eval_args` with ``backend``'s multimodal model."""
+    from .evaluate import MULTIMODAL_BACKENDS, build_lm_eval_args
+
+    mm = MULTIMODAL_BACKENDS.get(backend)
+    if mm is None:
+        raise VLMError(f"backend {backend!r}: choose one of {list(MULTIMODAL_BACKENDS)}")
+    v = vllm or {}
+    kw = build_lm_eval_args(model=model_dir, tasks=tasks, adapter=Path(adapter).expanduser().resolve() if adapter
+                            else None, backend=mm, batch_size=batch_size, dtype=dtype, device=device, limit=limit,
+                            seed=seed, gpu_memory_utilization=v.get("gpu_memory_utilization", 0.9),
+                            tensor_parallel_size=v.get("tensor_parallel_size", 1),
+                            max_model_len=v.get("max_model_len"), apply_chat_template=apply_chat_template)
+    return kw
+
+
+def run_lm_eval(model_dir: Path, tasks: list[str], include: Path, *, adapter: str | Path | None = None,
+                backend: str = "hf", limit: int | None = None, batch_size: int = 16, dtype: str = "float32",
+                device: str = "cpu", seed: int = 0, apply_chat_template: bool = False,
+                vllm: dict | None = None, samples: list | None = None) -> dict[str, dict]:
+    """Generation tasks through lm-eval's multimodal model of ``backend`` (``hf`` ->
+    hf-multimodal with the adapter as ``peft=``, ``vllm`` -> vllm-vlm, adapter merged first
+    by the caller) -> ``{task: eval.json entry}`` (:func:`_task_entry`). ``samples``, when
+    given, receives one record per question (id, type, response, filtered, target, metrics)."""
     import lm_eval
 
-    from .evaluate import _task_manager, render_tasks
+    from .evaluate import MULTIMODAL_BACKENDS, _task_manager
+
+    kw = lm_eval_kwargs(model_dir, tasks, adapter=adapter, backend=backend, limit=limit, batch_size=batch_size,
+                        dtype=dtype, device=device, seed=seed, apply_chat_template=apply_chat_template, vllm=vllm)
+    kw.update(task_manager=_task_manager(include, False), log_samples=samples is not None)
+    mm = MULTIMODAL_BACKENDS[backend]
+    res = lm_eval.simple_evaluate(**kw)
+    if samples is not None:
+        for t in tasks:
+            metrics = [m["metric"] for m in res["configs"][t].get("metric_list") or []]
+            for x in res["samples"][t]:
+                samples.append({"task": t, "id": x["doc"].get("id", x.get("doc_id")), "type": x["doc"].get("type"),
+                                "response": x["resps"][0][0], "filtered": x["filtered_resps"][0],
+                                "target": x["target"], **{m: x.get(m) for m in metrics if m in x}})
+    return {t: _task_entry(t, res, mm) for t in tasks}
+
+
+def generate_with_lm_eval(model_dir: Path, data_dir: Path, task: str, *, adapter: str | Path | None = None,
+                          split: str = "test", limit: int | None = None, batch_size: int = 16,
+                          dtype: str = "float32", seed: int = 0, samples: list | None = None, **lm_kw) -> dict:
+    """One local generation task (a template of evals/tasks, rendered for ``data_dir`` by
+    :func:`grades.evaluate.render_tasks`) through lm-eval -> its eval.json entry
+    (:func:`run_lm_eval`; for ``shapes_gen`` the metric is ``exact_match`` of the short answer)."""
+    import tempfile
+
+    from .evaluate import render_tasks
 
     if split != "test":
         raise VLMError(f"lm-eval task {task!r} is evaluated on its test split, not {split!r}")
     with tempfile.TemporaryDirectory(prefix="grades-vlm-lm-eval-") as tmp:
         inc = render_tasks({task: data_dir}, Path(tmp) / "tasks", cache_dir=Path(tmp) / "cache")
-        args = f"pretrained={model_dir},dtype={dtype},device=cpu"
-        if adapter is not None:
-            args += f",peft={Path(adapter).expanduser().resolve()}"
-        res = lm_eval.simple_evaluate(model="hf-multimodal", model_args=args, tasks=[task],
-                                      task_manager=_task_manager(inc, False), limit=limit, batch_size=batch_size,
-                                      random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                      fewshot_random_seed=seed, log_samples=samples is not None)
-    if samples is not None:
-        for x in res["samples"][task]:
-            samples.append({"task": task, "id": x["doc"].get("id"), "type": x["doc"].get("type"),
-                            "response": x["resps"][0][0], "filtered": x["filtered_resps"][0],
-                            "target": x["target"], "exact_match": x.get("exact_match")})
-    r = res["results"][task]
-    em = next((v for k, v in r.items() if k.startswith("exact_match,")), None)
-    se = next((v for k, v in r.items() if k.startswith("exact_match_stderr,")), None)
-    n = int(res.get("n-samples", {}).get(task, {}).get("effective") or 0) or None
-    return {"exact_match": em, "exact_match_stderr": se if isinstance(se, (int, float)) else None, "n": n,
-            "n_total": int(res.get("n-samples", {}).get(task, {}).get("original") or 0) or None,
-            "version": res.get("versions", {}).get(task), "num_fewshot": 0, "output_type": "generate_until",
-            "backend": "lm-eval hf-multimodal", "data": str(data_dir)}
+        out = run_lm_eval(model_dir, [task], inc, adapter=adapter, limit=limit, batch_size=batch_size, dtype=dtype,
+                          seed=seed, samples=samples, **lm_kw)[task]
+    return {**out, "data": str(data_dir)}
+
+
+def merge_adapter(model: str | Path, adapter: str | Path, out: str | Path, dtype: str = "float32") -> Path:
+    """Merge a VLM's LoRA adapter into its base model; save model + processor into ``out``
+    (the ``vllm`` path: vLLM applies LoRA to the language model only, never the vision tower)."""
+    from peft import PeftModel
+
+    out = Path(out)
+    net, proc = load_vlm(model, dtype)
+    merged = PeftModel.from_pretrained(net, str(Path(adapter).expanduser().resolve())).merge_and_unload()
+    merged.save_pretrained(out)
+    proc.save_pretrained(out)
+    (out / "grades_merged.json").write_text(json.dumps({"base": str(model), "adapter": str(adapter),
+                                                        "dtype": dtype}, indent=2) + "\n")
+    return out
 
 
 def _version(pkg: str) -> str | None:
@@ -680,21 +927,31 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def evaluate_vlm(model: str | Path, data: str | Path, *, out: str | Path | None = None,
+def evaluate_vlm(model: str | Path, data: str | Path | None = None, *, out: str | Path | None = None,
                  adapter: str | Path | None = None, task: str = "shapes_mc", split: str = "test",
                  limit: int | None = None, batch_size: int = 16, dtype: str = "float32",
                  threads: int | None = None, seed: int = 0, samples_out: str | Path | None = None,
-                 progress: bool = False) -> dict:
-    """Multiple-choice accuracy of a (LoRA-adapted) VLM on an image dataset -> eval.json.
+                 progress: bool = False, backend: str = "hf", device: str = "cpu",
+                 apply_chat_template: bool = False, vllm: dict | None = None) -> dict:
+    """Evaluate a (LoRA-adapted) VLM -> eval.json with the structure of :mod:`grades.evaluate`.
 
-    The structure matches :mod:`grades.evaluate` (``tasks -> {acc, acc_stderr, acc_norm, ...,
-    n, n_choices, chance_acc}``, versions, timings) with ``backend: "grades-vlm"`` and
-    ``lm_eval_version: null``; ``tasks[task]["by_type"]`` adds the accuracy per question type."""
-    from .data.shapes import load_examples
+    Three kinds of task (:func:`split_vlm_tasks`), any mix, one eval.json:
+
+    * a multiple-choice task over a prepared image dataset (``shapes_mc``), scored here
+      (log-likelihood of each choice; lm-eval's hf-multimodal cannot): ``acc``,
+      ``acc_norm``, chance, ``by_type``;
+    * local lm-eval templates over the same dataset (``shapes_gen``), and
+    * benchmarks over Hub data (evals/tasks/hub: ``gqa``, ``vqav2``, ``coco_caption``,
+      ``mmstar_*``), both through lm-eval (:func:`run_lm_eval`) with ``backend``'s
+      multimodal model; entries carry every metric plus ``metric`` / ``score``.
+
+    ``data`` (the prepared dataset) is needed only by the first two. With ``backend="vllm"``
+    an adapter is merged into the model first (:func:`merge_adapter`); eval.json records
+    ``lora: "merged"``."""
+    import tempfile
 
     t_start = time.perf_counter()
     model_dir = Path(model).expanduser().resolve()
-    ddir = Path(data).expanduser().resolve()
     if threads is not None and threads < 1:
         raise VLMError(f"threads must be >= 1, got {threads}")
     if limit is not None and limit < 1:
@@ -702,56 +959,79 @@ def evaluate_vlm(model: str | Path, data: str | Path, *, out: str | Path | None 
     names = [t.strip() for t in (task.split(",") if isinstance(task, str) else task) if t.strip()]
     if not names:
         raise VLMError("no task given")
-    gen = lm_eval_tasks(names)
-    mc = [t for t in names if t not in gen]
-    if len(mc) > 1:
-        raise VLMError(f"one multiple-choice task per evaluation, got {mc}")
-    examples = load_examples(ddir, split)
-    n_total = len(examples)
-    examples = examples[:limit] if limit else examples
+    mc, gen, hub = split_vlm_tasks(names)
+    if (mc or gen) and data is None:
+        raise VLMError(f"task(s) {mc + gen} read a prepared image dataset: pass --data DIR")
+    if backend == "vllm" and mc:
+        raise VLMError(f"the multiple-choice task {mc[0]} is scored with transformers (backend hf), not vllm")
+    ddir = Path(data).expanduser().resolve() if data is not None else None
+    examples: list[dict] = []
+    n_total = None
+    if mc:
+        from .data.shapes import load_examples
+
+        examples = load_examples(ddir, split)
+        n_total = len(examples)
+        examples = examples[:limit] if limit else examples
+    lm_kw = {"backend": backend, "device": device, "apply_chat_template": apply_chat_template, "vllm": vllm}
     prev = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
+    net = proc = None
+    lora_mode = None if adapter is None else ("merged" if backend == "vllm" else "adapter")
     try:
-        torch.manual_seed(seed)
-        net, proc = load_vlm(model_dir, dtype)
-        if adapter is not None:
-            from peft import PeftModel
+        with tempfile.TemporaryDirectory(prefix="grades-vlm-merged-") as tmp:
+            eval_model, eval_adapter = model_dir, adapter
+            if adapter is not None and backend == "vllm":
+                eval_model, eval_adapter = merge_adapter(model_dir, adapter, Path(tmp) / "model", dtype), None
+            torch.manual_seed(seed)
+            scores: list[dict] = []
+            t0 = time.perf_counter()
+            if mc:
+                net, proc = load_vlm(model_dir, dtype)
+                if adapter is not None:
+                    from peft import PeftModel
 
-            net = PeftModel.from_pretrained(net, str(Path(adapter).expanduser().resolve()))
-        t0 = time.perf_counter()
-        scores = score_multiple_choice(net, proc, examples, batch_size=batch_size, progress=progress) if mc else []
-        score_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        gen_samples: list[dict] | None = [] if samples_out is not None else None
-        gen_results = {t: generate_with_lm_eval(model_dir, ddir, t, adapter=adapter, split=split, limit=limit,
-                                                batch_size=batch_size, dtype=dtype, seed=seed, samples=gen_samples)
-                       for t in gen}
-        lm_eval_s = time.perf_counter() - t0 if gen else None
+                    net = PeftModel.from_pretrained(net, str(Path(adapter).expanduser().resolve()))
+                scores = score_multiple_choice(net, proc, examples, batch_size=batch_size, progress=progress)
+            score_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            gen_samples: list[dict] | None = [] if samples_out is not None else None
+            results = {t: generate_with_lm_eval(eval_model, ddir, t, adapter=eval_adapter, split=split, limit=limit,
+                                                batch_size=batch_size, dtype=dtype, seed=seed, samples=gen_samples,
+                                                **lm_kw) for t in gen}
+            if hub:
+                results.update(run_lm_eval(eval_model, hub, hub_tasks_dir(), adapter=eval_adapter, limit=limit,
+                                           batch_size=batch_size, dtype=dtype, seed=seed, samples=gen_samples,
+                                           **lm_kw))
+            lm_eval_s = time.perf_counter() - t0 if gen or hub else None
     finally:
         torch.set_num_threads(prev)
-    n_params = sum(p.numel() for p in net.parameters())
-    tok = proc.tokenizer
-    lengths = []  # prompt (with image tokens) + choice, per request, as evaluate._count_tokens does
-    for ex in examples:
-        n_prompt = len(encode_prompt(proc, ex)[0])
-        lengths += [n_prompt + len(tok(" " + c, add_special_tokens=False)["input_ids"]) for c in ex["choices"]]
-    eval_tokens = sum(lengths)
-    eval_flops = None
-    try:  # analytic forward FLOPs of every request (one picture each, padding not counted)
-        from .flops import build_plan
+    n_params = sum(p.numel() for p in net.parameters()) if net is not None else _count_params(model_dir)
+    eval_tokens = eval_flops = None
+    if mc:
+        tok = proc.tokenizer
+        lengths = []  # prompt (with image tokens) + choice, per request, as evaluate._count_tokens does
+        for ex in examples:
+            n_prompt = len(encode_prompt(proc, ex)[0])
+            lengths += [n_prompt + len(tok(" " + c, add_special_tokens=False)["input_ids"]) for c in ex["choices"]]
+        eval_tokens = sum(lengths)
+        try:  # analytic forward FLOPs of every request (one picture each, padding not counted)
+            from .flops import build_plan
 
-        plan = build_plan(net)
-        eval_flops = float(sum(plan.evaluate(1, n, 1).forward for n in lengths))
-    except (NotImplementedError, ValueError):
-        eval_flops = float(2 * n_params * eval_tokens)  # the rough estimate of grades.evaluate
+            plan = build_plan(net)
+            eval_flops = float(sum(plan.evaluate(1, n, 1).forward for n in lengths))
+        except (NotImplementedError, ValueError):
+            eval_flops = float(2 * n_params * eval_tokens)  # the rough estimate of grades.evaluate
     summary = {
         "status": "ok",
-        "tasks": {**({mc[0]: summarize_scores(scores, n_total, str(ddir))} if mc else {}), **gen_results},
-        "backend": "grades-vlm", "model": str(model_dir),
-        "adapter": str(Path(adapter).resolve()) if adapter else None, "tokenizer": None,
-        "batch_size": batch_size, "dtype": dtype, "device": "cpu", "limit": limit, "num_fewshot": 0,
-        "seed": seed, "split": split, "lm_eval_version": _version("lm_eval") if gen else None,
+        "tasks": {**({mc[0]: summarize_scores(scores, n_total, str(ddir))} if mc else {}), **results},
+        "backend": "grades-vlm", "lm_eval_backend": backend if gen or hub else None, "model": str(model_dir),
+        "adapter": str(Path(adapter).resolve()) if adapter else None, "lora": lora_mode, "tokenizer": None,
+        "batch_size": batch_size, "dtype": dtype, "device": device if backend == "hf" else None, "limit": limit,
+        "num_fewshot": 0, "seed": seed, "split": split, "apply_chat_template": apply_chat_template,
+        **({"vllm": vllm} if backend == "vllm" else {}),
+        "lm_eval_version": _version("lm_eval") if gen or hub else None,
         "transformers_version": _version("transformers"), "peft_version": _version("peft"),
         "torch_version": _version("torch"), "model_num_parameters": n_params, "eval_tokens": eval_tokens,
         "eval_flops": eval_flops, "threads": threads,
@@ -766,29 +1046,71 @@ def evaluate_vlm(model: str | Path, data: str | Path, *, out: str | Path | None 
     return summary
 
 
+def _count_params(model_dir: Path) -> int | None:
+    """Parameters of a saved checkpoint from its safetensors headers (no weights loaded)."""
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover
+        return None
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        return None
+    n = 0
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                n += math.prod(st.get_slice(k).get_shape())
+    return n
+
+
 # -------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
+def evaluate_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of :func:`evaluate_vlm` from the ``evaluate`` command line (pure)."""
+    vllm = None
+    if args.backend == "vllm":
+        vllm = {"tensor_parallel_size": args.tensor_parallel_size,
+                "gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": args.max_model_len}
+    return {"out": args.out, "adapter": args.adapter, "task": args.task, "split": args.split, "limit": args.limit,
+            "batch_size": args.batch_size, "dtype": args.dtype, "threads": args.threads,
+            "samples_out": args.samples_out, "backend": args.backend, "device": args.device, "seed": args.seed,
+            "apply_chat_template": args.apply_chat_template, "vllm": vllm}
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m grades.vlm", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build a tiny VLM checkpoint (optionally caption-aligned)")
     p.add_argument("--out", required=True)
     p.add_argument("--data", default="", help="prepared image dataset dir (tokenizer texts, alignment captions)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an option (repeatable)")
-    e = sub.add_parser("evaluate", help="multiple-choice accuracy -> eval.json")
+    e = sub.add_parser("evaluate", help="multiple choice (scored here) and generation tasks (lm-eval) -> eval.json")
     e.add_argument("--model", required=True)
     e.add_argument("--adapter")
-    e.add_argument("--data", required=True)
+    e.add_argument("--data", help="prepared image dataset dir (needed by its multiple-choice / local tasks)")
     e.add_argument("--out")
     e.add_argument("--task", default="shapes_mc",
-                   help="comma-separated; tasks with a template in evals/tasks (shapes_gen) run through lm-eval's "
-                        "hf-multimodal backend, the multiple-choice one is scored here")
+                   help="comma-separated; the multiple-choice one (shapes_mc) is scored here, templates in "
+                        "evals/tasks (shapes_gen) and the benchmarks of evals/tasks/hub (gqa, vqav2, coco_caption, "
+                        "mmstar_*) run through lm-eval's multimodal backend")
     e.add_argument("--split", default="test")
     e.add_argument("--limit", type=int)
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--dtype", default="float32")
     e.add_argument("--threads", type=int)
     e.add_argument("--samples-out")
-    args = ap.parse_args(argv)
+    e.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                   help="lm-eval's multimodal model for the generation tasks: hf -> hf-multimodal, vllm -> vllm-vlm")
+    e.add_argument("--device", default="cpu", help="hf backend: cpu or cuda")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--apply-chat-template", action="store_true", help="prompts through the model's chat template")
+    e.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm only")
+    e.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm only")
+    e.add_argument("--max-model-len", type=int, help="vllm only")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from .data import DataError
@@ -809,15 +1131,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prepared a tiny {info['family']} VLM -> {out}: {info['params'] / 1e6:.2f}M parameters "
                   f"in {info['prepare_time_s']} s")
         else:
-            s = evaluate_vlm(args.model, args.data, out=args.out, adapter=args.adapter, task=args.task,
-                             split=args.split, limit=args.limit, batch_size=args.batch_size, dtype=args.dtype,
-                             threads=args.threads, samples_out=args.samples_out, progress=True)
+            s = evaluate_vlm(args.model, args.data, **evaluate_kwargs(args), progress=True)
             for name, t in s["tasks"].items():
-                if "acc" in t:
+                if "metric" not in t:  # the multiple-choice task scored here
                     print(f"{name}: acc {t['acc']:.4f} ± {t['acc_stderr'] or 0:.4f} (n={t['n']}, chance "
                           f"{t['chance_acc']:.3f})")
                 else:
-                    print(f"{name}: exact_match {t['exact_match']:.4f} ± {t['exact_match_stderr'] or 0:.4f} "
+                    print(f"{name}: {t['metric']} {t['score']:.4f} ± {t['score_stderr'] or 0:.4f} "
                           f"(n={t['n']}, {t['backend']})")
     except (ConfigError, DataError, VLMError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -115,7 +115,7 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
         if m not in cfg["models"]:
             raise ConfigError(f"workflow config: report.paper_models: '{m}' is not a key of models"
                               f"{closest(m, cfg['models'])}")
-    _check_vlm(cfg)
+    _check_vlm_tasks(cfg)
     if cfg["report"]["baseline"] not in cfg["settings"]:
         first = next(iter(cfg["settings"]))
         cfg["report"]["baseline"] = first
@@ -144,28 +144,22 @@ def _check_sources(cfg: dict) -> None:
             raise ConfigError(f"workflow config: datasets.{d}.{e.args[0].removeprefix('data.')}") from None
 
 
-def _check_vlm(cfg: dict) -> None:
-    """The vlm block is declared, not expanded: check that its cross references hold."""
-    v = cfg.get("vlm")
-    if not v:
-        return
-    models, data = v.get("models") or {}, v.get("datasets") or {}
-    for name, e in (v.get("experiments") or {}).items():
-        where = f"workflow config: vlm.experiments.{name}"
-        if e["model"] not in models:
-            raise ConfigError(f"{where}.model = '{e['model']}' is not a key of vlm.models{closest(e['model'], models)}")
-        for d in ([e["train_data"]] if e.get("train_data") else []) + list(e.get("eval_data") or []):
-            if d not in data:
-                raise ConfigError(f"{where}: dataset '{d}' is not a key of vlm.datasets{closest(d, data)}")
-        for s, st in e["settings"].items():
-            m = st.get("method", "none")
-            if isinstance(m, dict):
-                from .methods import build_method
+def _check_vlm_tasks(cfg: dict) -> None:
+    """A vision-language model's lm_eval_tasks must be benchmarks of evals/tasks/hub (lm-eval's
+    own multimodal tasks are not wired: their prompts and metrics are not the paper's)."""
+    from .vlm import hub_tasks
 
-                try:
-                    build_method(m)
-                except ConfigError as err:
-                    raise ConfigError(f"{where}.settings.{s}.method: {err}") from None
+    hub = None
+    for m in cfg["models"]:
+        if not is_vlm(cfg, m):
+            continue
+        d = cfg["models"][m]["dataset"]
+        hub = hub if hub is not None else hub_tasks()
+        for t in cfg["datasets"][d]["lm_eval_tasks"]:
+            if t not in hub:
+                raise ConfigError(f"workflow config: datasets.{d}.lm_eval_tasks: '{t}' (scored for the vision-language "
+                                  f"model '{m}') is not a benchmark of evals/tasks/hub{closest(t, hub)}; "
+                                  f"known: {sorted(hub)}")
 
 
 def enabled_models(cfg: dict) -> list[str]:
@@ -424,13 +418,18 @@ def eval_args(cfg: dict, model: str) -> str:
     if e["lora"] == "merged":
         parts.append("--merge-adapter")
     if e["backend"] == "vllm":
-        parts += [f"--tensor-parallel-size {max(1, eval_gpus(cfg, model))}",
-                  f"--gpu-memory-utilization {e['gpu_memory_utilization']}"]
-        if e["max_model_len"]:
-            parts.append(f"--max-model-len {e['max_model_len']}")
+        parts += vllm_args(cfg, model)
     else:
         parts.append(f"--device {quote(e['device'])}")
     return " ".join(parts)
+
+
+def vllm_args(cfg: dict, model: str) -> list[str]:
+    """vLLM's options of an evaluation of ``model`` (grades.evaluate and grades.vlm share them)."""
+    e = cfg["eval"]
+    out = [f"--tensor-parallel-size {max(1, eval_gpus(cfg, model))}",
+           f"--gpu-memory-utilization {e['gpu_memory_utilization']}"]
+    return out + ([f"--max-model-len {e['max_model_len']}"] if e["max_model_len"] else [])
 
 
 def eval_tasks(cfg: dict, model: str) -> list[str]:
@@ -442,15 +441,24 @@ def eval_tasks(cfg: dict, model: str) -> list[str]:
 IMAGE_DATASETS = ("synthetic:shapes",)  # data sources whose rows carry images
 
 
+def is_image_dataset(dc: dict) -> bool:
+    """A dataset whose rows carry pictures: ``synthetic:shapes``, or a Hub dataset read with an
+    image format (``hf-dataset:...`` with ``options.format: cauldron``)."""
+    from .data.hub import IMAGE_FORMATS
+
+    src = dc["source"]
+    return src in IMAGE_DATASETS or (src.startswith("hf-dataset:") and dc["options"].get("format") in IMAGE_FORMATS)
+
+
 def is_vlm(cfg: dict, model: str) -> bool:
     """Whether a model of the workflow config is a vision-language model, decided at parse
-    time: a ``tiny-vlm:`` source, an image dataset (``synthetic:shapes``), or an existing
+    time: a ``tiny-vlm:`` source, an image dataset (:func:`is_image_dataset`), or an existing
     ``local:`` checkpoint whose config.json has a ``vision_config``."""
     mc = cfg["models"][model]
     src = mc["source"]
-    if src.startswith("tiny-vlm:"):
+    if src.startswith(("tiny-vlm:", "compose-vlm:")):
         return True
-    if cfg["datasets"][mc["dataset"]]["source"] in IMAGE_DATASETS:
+    if is_image_dataset(cfg["datasets"][mc["dataset"]]):
         return True
     if src.startswith("local:") or Path(src).expanduser().is_dir():
         from .vlm import is_vlm_dir
@@ -468,17 +476,45 @@ def model_regex(models: list[str]) -> str:
     return "|".join(re.escape(m) for m in models) if models else "(?!x)x"
 
 
+def vlm_prompt(cfg: dict, model: str) -> str:
+    """The prompt format a VLM is fine-tuned with: ``finetune.data.prompt`` of the model (over
+    the shared finetune block), ``plain`` by default."""
+    ft = deep_merge(cfg["finetune"], cfg["models"][model]["finetune"])
+    return (ft.get("data") or {}).get("prompt", "plain")
+
+
 def vlm_eval_args(cfg: dict, model: str) -> str:
-    """Arguments of ``python -m grades.vlm evaluate`` for a VLM of the workflow config:
-    the dataset's eval tasks (keys in eval.json), batch size, dtype and limit of the
-    ``eval`` section. The multiple-choice task is scored by grades.vlm (lm-eval's
-    hf-multimodal backend has no log-likelihood for requests with images); tasks with a
-    template in evals/tasks (``shapes_gen``) run through lm-eval's hf-multimodal backend."""
+    """Arguments of ``python -m grades.vlm evaluate`` for a VLM of the workflow config.
+
+    Tasks: the dataset's ``eval_tasks`` (over its prepared test split: the multiple-choice
+    one scored by grades.vlm, since lm-eval's hf-multimodal backend has no log-likelihood
+    for requests with images; those with a template in evals/tasks, e.g. ``shapes_gen``,
+    through lm-eval) and its ``lm_eval_tasks`` (the benchmarks of evals/tasks/hub, e.g.
+    ``gqa``, ``vqav2``, ``coco_caption``, ``mmstar_*``, read from the HF cache). lm-eval
+    runs them with the ``eval.backend``'s multimodal model: ``hf`` -> hf-multimodal,
+    ``vllm`` -> vllm-vlm (with the tensor-parallel size, memory fraction and context length
+    of the LM path). Prompts go through the chat template (``--apply-chat-template``) when
+    the model is fine-tuned on it (``finetune.data.prompt: chat``), so runs and the base
+    model are scored in the format they are trained in."""
     e = cfg["eval"]
-    d = cfg["datasets"][cfg["models"][model]["dataset"]]
+    chat = vlm_prompt(cfg, model) == "chat"
     dtype = cfg["models"][model]["dtype"] if e["dtype"] == "auto" else e["dtype"]
-    limit = f" --limit {e['limit']}" if e["limit"] else ""
-    return f"--task {quote(','.join(d['eval_tasks']))} --batch-size {e['batch_size']} --dtype {dtype}{limit}"
+    parts = [f"--task {quote(','.join(eval_tasks(cfg, model)))}", f"--batch-size {e['batch_size']}",
+             f"--dtype {dtype}"]
+    if e["limit"]:
+        parts.append(f"--limit {e['limit']}")
+    # options that differ from the CLI's defaults (hf, seed 0, cpu, plain prompts)
+    if e["backend"] != "hf":
+        parts.append(f"--backend {e['backend']}")
+    if e["seed"]:
+        parts.append(f"--seed {e['seed']}")
+    if chat:
+        parts.append("--apply-chat-template")
+    if e["backend"] == "vllm":
+        parts += vllm_args(cfg, model)
+    elif e["device"] != "cpu":
+        parts.append(f"--device {quote(e['device'])}")
+    return " ".join(parts)
 
 
 def dumps(obj) -> str:

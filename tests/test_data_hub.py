@@ -115,3 +115,83 @@ def test_bad_rows_and_options_are_refused(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="missing field"):
         check_item({"id": "a", "prompt": "p"}, "row")
     assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+# ------------------------------------------------------------------ cauldron (images)
+def cauldron_rows(subset: str, n: int):
+    """Rows in the_cauldron's schema: a list of pictures and a list of turns."""
+    import datasets
+    from PIL import Image
+
+    rows = []
+    for i in range(n):
+        img = Image.new("RGB", (24 + i, 16), (10 * i % 255, 100, 200))
+        rows.append({"images": [img], "texts": [{"user": f"{subset} question {i}?", "assistant": f"answer {i}",
+                                                 "source": subset},
+                                                {"user": f"and a follow-up {i}?", "assistant": f"more {i}",
+                                                 "source": subset}]})
+    rows.append({"images": [Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8))],  # two pictures: not ours
+                 "texts": [{"user": "which differs?", "assistant": "left", "source": subset}]})
+    if subset == "vqav2":  # a row without a usable turn: skipped and counted
+        rows.append({"images": [Image.new("RGB", (8, 8))], "texts": [{"user": "", "assistant": "", "source": subset}]})
+    feats = datasets.Features({"images": datasets.Sequence(datasets.Image()), "texts": [
+        {"user": datasets.Value("string"), "assistant": datasets.Value("string"), "source": datasets.Value("string")}]})
+    return datasets.Dataset.from_list(rows, features=feats)
+
+
+def test_cauldron_subsets_become_image_questions(tmp_path, monkeypatch):
+    from grades import workflow as gw
+    from grades.data.shapes import load_examples
+
+    calls = []
+
+    def loader(dataset_id, opts):
+        calls.append((dataset_id, opts["config"], opts["split"]))
+        return cauldron_rows(opts["config"], 60 if opts["config"] == "vqav2" else 20)
+
+    monkeypatch.setattr(hub, "LOADER", loader)
+    out = prepare_dataset("hf-dataset:HuggingFaceM4/the_cauldron", tmp_path / "c", format="cauldron",
+                          subsets=["vqav2", "textcaps"], n_validation=10, n_test=10, max_turns=0)
+    assert calls == [("HuggingFaceM4/the_cauldron", "vqav2", "train"), ("HuggingFaceM4/the_cauldron", "textcaps", "train")]
+    meta = json.loads((out / "meta.json").read_text())
+    # every turn of every one-picture row; the two-picture rows are counted, the empty-turn rows skipped
+    assert meta["items_by_subset"] == {"vqav2": 120, "textcaps": 40} and meta["multi_image_rows"] == 2
+    assert meta["unconverted_rows"] == 1 and meta["images"] == 80 and meta["counts"]["train"] == 140
+    assert meta["rows"] == 83
+    rows = load_examples(out, "train")  # the loader grades.vlm trains from; every picture must exist
+    r = next(x for x in rows if x["id"] == "vqav2-3-1")
+    assert (r["question"], r["answer"], r["source"]) == ("and a follow-up 3?", "more 3", "vqav2")
+    twin = next(x for x in rows + load_examples(out, "test") + load_examples(out, "validation")
+                if x["id"] == "vqav2-3-0")
+    assert twin["image"] == r["image"]  # the picture is written once, shared by its turns
+    from PIL import Image
+
+    with Image.open(r["image_path"]) as im:
+        assert im.size == (27, 16)
+    # a VLM is recognised from its image dataset at parse time
+    cfg = {"profile": "t", "datasets": {"c": {"source": "hf-dataset:HuggingFaceM4/the_cauldron",
+                                              "options": {"format": "cauldron", "subsets": ["vqav2"]},
+                                              "eval_tasks": [], "lm_eval_tasks": ["vqav2"]}},
+           "models": {"v": {"source": "hf:Qwen/Qwen2.5-VL-7B-Instruct"}},
+           "settings": {"FP": {"mode": "fp"}}}
+    assert gw.is_vlm(gw.load(cfg), "v")
+    # the first turn only, with max_turns
+    out1 = prepare_dataset("hf-dataset:HuggingFaceM4/the_cauldron", tmp_path / "c1", format="cauldron",
+                           subsets=["textcaps"], n_validation=2, n_test=2, max_turns=1)
+    assert json.loads((out1 / "meta.json").read_text())["items_by_subset"] == {"textcaps": 20}
+
+
+def test_cauldron_needs_its_subsets(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "LOADER", lambda d, o: cauldron_rows("x", 3))
+    with pytest.raises(ConfigError, match="data.options.subsets: format 'cauldron' needs the sub-collections"):
+        prepare_dataset("hf-dataset:HuggingFaceM4/the_cauldron", tmp_path / "c", format="cauldron")
+    with pytest.raises(ConfigError, match="data.options.subsets = 'vqav2': expected a list"):
+        prepare_dataset("hf-dataset:HuggingFaceM4/the_cauldron", tmp_path / "c", format="cauldron", subsets="vqav2")
+
+
+def test_image_question_items_are_checked():
+    check_item({"id": "a", "image": "images/1.png", "question": "q?", "answer": "yes"}, "f:1")
+    with pytest.raises(DataError, match="f:2: missing field\\(s\\) \\['answer'\\]; an image question needs"):
+        check_item({"id": "a", "image": "images/1.png", "question": "q?"}, "f:2")
+    with pytest.raises(DataError, match="must be non-empty strings"):
+        check_item({"id": "a", "image": "images/1.png", "question": "q?", "answer": ""}, "f:3")

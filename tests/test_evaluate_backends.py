@@ -150,3 +150,45 @@ def test_evaluate_merged_scores_the_merged_model_and_records_it(tiny_with_adapte
     s2 = ev.evaluate(root / "model", ["piqa"], adapter=root / "adapter", limit=4)
     assert seen["adapter"] == (root / "adapter").resolve() and s2["lora"] == "adapter"
     assert s["model"] == s2["model"] == str((root / "model").resolve())
+
+
+# ------------------------------------------------------- vision-language models
+def vlm_kwargs(cfg: dict, model: str, weights: list[str], tasks: list[str]) -> tuple[dict, dict]:
+    """What the evaluate_vlm rule hands to lm-eval for `model`: workflow args -> grades.vlm CLI ->
+    evaluate_vlm's keyword arguments -> lm_eval_kwargs (the model an adapter was merged into, for vllm)."""
+    from grades import vlm
+
+    argv = ["evaluate", *weights, "--data", "/d", *shlex.split(gw.vlm_eval_args(cfg, model))]
+    kw = vlm.evaluate_kwargs(vlm.build_parser().parse_args(argv))
+    return kw, vlm.lm_eval_kwargs("/merged", tasks, **{k: kw[k] for k in (
+        "limit", "batch_size", "dtype", "device", "seed", "apply_chat_template", "vllm", "backend")})
+
+
+def test_paper_vlm_runs_through_vllm_vlm(tmp_path):
+    cfg = gw.load(copy.deepcopy(PAPER))
+    ad = _adapter(tmp_path / "adapter", 128)
+    kw, lm = vlm_kwargs(cfg, "qwen2.5-vl-7b", ["--model", "/m", "--adapter", str(ad)], ["gqa", "vqav2", "coco_caption"])
+    assert kw["backend"] == "vllm" and kw["adapter"] == str(ad) and kw["task"] == "gqa,vqav2,coco_caption"
+    assert lm["model"] == "vllm-vlm" and lm["device"] is None and lm["apply_chat_template"] is True
+    # vLLM puts LoRA on the language model only: the adapter is merged first, so none reaches vLLM
+    assert lm["model_args"] == {"pretrained": "/merged", "dtype": "bfloat16", "tensor_parallel_size": 1,
+                                "gpu_memory_utilization": 0.85, "seed": 0, "max_model_len": 2048, "max_images": 1}
+    assert lm["tasks"] == ["gqa", "vqav2", "coco_caption"] and lm["batch_size"] == 32 and lm["limit"] is None
+    with pytest.raises(ev.EvalConfigError, match="merge the adapter"):
+        ev.build_lm_eval_args(model="/m", tasks=["gqa"], adapter=ad, backend="vllm-vlm")
+    # nanoVLM is fine-tuned on plain prompts: no chat template
+    _, lm = vlm_kwargs(cfg, "nanovlm", ["--model", "/m"], ["mmstar_math"])
+    assert "apply_chat_template" not in lm and lm["model"] == "vllm-vlm"
+
+
+def test_paper_vlm_hf_multimodal_with_peft(tmp_path):
+    p = copy.deepcopy(PAPER)
+    p["eval"]["backend"] = "hf"
+    ad = _adapter(tmp_path / "adapter", 128)
+    kw, _ = vlm_kwargs(gw.load(p), "qwen2.5-vl-7b", ["--model", "/m", "--adapter", str(ad)], ["gqa"])
+    from grades import vlm
+
+    lm = vlm.lm_eval_kwargs("/m", ["gqa"], adapter=kw["adapter"], backend=kw["backend"], device=kw["device"],
+                            dtype=kw["dtype"], apply_chat_template=kw["apply_chat_template"])
+    assert lm["model"] == "hf-multimodal" and lm["device"] == "cuda"
+    assert lm["model_args"] == {"pretrained": "/m", "dtype": "bfloat16", "peft": str(ad.resolve())}

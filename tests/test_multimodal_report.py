@@ -152,3 +152,51 @@ def test_cli(runs_dir, tmp_path, capsys):
                         "--figures", str(tmp_path / "f")]) == 0
     out = capsys.readouterr().out
     assert "multimodal.md" in out and "vlm_convergence.png" in out
+
+
+def test_benchmark_scores_reach_both_tables(tmp_path):
+    """A paper-profile VLM run (no multiple-choice task; GQA / VQAv2 / COCO Caption through lm-eval):
+    lm-eval's results -> eval.json entries (grades.vlm._task_entry) -> the multimodal table's
+    benchmark block and the paper comparison (x100, the task's own metric)."""
+    from grades import vlm
+    from grades.report.paper import multimodal_comparison, multimodal_markdown
+    from grades.report.runs import _eval_rows
+
+    root = tmp_path / "runs"
+    scores = {"FP": (0.70, 0.80, 1.10), "FP+GradES": (0.72, 0.79, 1.05)}
+    for (slug, name), seed in ((("fp", "FP"), 0), (("fp-grades", "FP+GradES"), 0)):
+        d, _ = write_vlm_run(root, slug, name=name, mode="fp", method="grades" if "grades" in slug else "none")
+        target = root / "qwen2.5-vl-7b" / slug / "seed0"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        d.rename(target)
+        g, v, c = scores[name]
+        res = {"results": {"gqa": {"alias": "gqa", "exact_match,none": g, "exact_match_stderr,none": 0.01},
+                           "vqav2": {"vqa_acc,none": v, "vqa_acc_stderr,none": 0.02},
+                           "coco_caption": {"cider,none": c, "cider_stderr,none": "N/A"}},
+               "configs": {"gqa": {"metric_list": [{"metric": "exact_match"}]},
+                           "vqav2": {"metric_list": [{"metric": "vqa_acc"}]},
+                           "coco_caption": {"metric_list": [{"metric": "cider"}]}},
+               "n-samples": {t: {"original": 100, "effective": 100} for t in ("gqa", "vqav2", "coco_caption")},
+               "versions": {t: 1.0 for t in ("gqa", "vqav2", "coco_caption")}}
+        entries = {t: vlm._task_entry(t, res, "vllm-vlm") for t in ("gqa", "vqav2", "coco_caption")}
+        assert entries["coco_caption"]["score"] == c and entries["coco_caption"]["score_stderr"] is None
+        assert entries["vqav2"]["metric"] == "vqa_acc" and entries["gqa"]["n"] == 100
+        (target / "eval.json").write_text(json.dumps({"backend": "grades-vlm", "tasks": entries}))
+    table = M.multimodal_table(M.collect(root)).set_index("setting")
+    assert table.loc["FP", "score_coco_caption"] == pytest.approx(110.0)
+    assert table.loc["FP+GradES", "metric_vqav2"] == "vqa_acc" and pd.isna(table.loc["FP", "acc"])
+    md = M.multimodal_markdown(M.multimodal_table(M.collect(root)))
+    assert "| gqa (exact_match) | vqav2 (vqa_acc) | coco_caption (cider) |" in md
+    assert "| qwen2.5-vl-7b | FP | 70.00 | 80.00 | 110.00 |" in md
+    # the paper comparison: ours beside the paper's, per benchmark
+    evals = pd.DataFrame([r for slug, name in (("fp", "FP"), ("fp-grades", "FP+GradES")) for r in _eval_rows(
+        json.loads((root / "qwen2.5-vl-7b" / slug / "seed0" / "eval.json").read_text()), "qwen2.5-vl-7b", name,
+        "fp", "x", 0)])
+    assert set(evals["metric"]) == {"exact_match", "vqa_acc", "cider"}
+    mm = multimodal_comparison(evals, "results/paper", {"qwen2.5-vl-7b": "Qwen2.5-VL-7B"})
+    got = mm.dropna(subset=["ours"]).set_index(["method", "benchmark"])["ours"].to_dict()
+    assert got == pytest.approx({("FP", "gqa"): 70.0, ("FP", "vqav2"): 80.0, ("FP", "coco_caption"): 110.0,
+                                 ("FP+GradES", "gqa"): 72.0, ("FP+GradES", "vqav2"): 79.0,
+                                 ("FP+GradES", "coco_caption"): 105.0})
+    assert "| FP | 70.00 / 75.69 (-5.69) | 80.00 / 81.00 (-1.00) | 110.00 / 41.38 (+68.62) |" in \
+        multimodal_markdown(mm)

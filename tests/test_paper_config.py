@@ -19,6 +19,7 @@ PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 SETTINGS = ["FP", "FP+ES", "FP+GradES", "LoRA", "LoRA+ES", "LoRA+GradES"]
 HUB_IDS = {"qwen3-14b": "Qwen/Qwen3-14B", "phi-4": "microsoft/phi-4", "qwen3-0.6b": "Qwen/Qwen3-0.6B",
            "llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct", "mistral-7b": "mistralai/Mistral-7B-Instruct-v0.3"}
+VLMS = {"qwen2.5-vl-7b": ["FP", "FP+GradES", "LoRA", "LoRA+GradES"], "nanovlm": ["FP", "FP+GradES"]}
 BENCHMARKS = ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande", "openbookqa", "arc_challenge", "arc_easy"]
 
 
@@ -33,9 +34,9 @@ def cfg():
 
 
 def test_five_models_six_settings(cfg):
-    runs = gw.runs(cfg)
+    runs = [r for r in gw.runs(cfg) if r.model in HUB_IDS]
     assert len(runs) == 30
-    assert {r.model for r in runs} == set(HUB_IDS)
+    assert {r.model for r in gw.runs(cfg)} == set(HUB_IDS) | set(VLMS)
     for m, hub_id in HUB_IDS.items():
         assert cfg["models"][m]["source"] == f"hf:{hub_id}"
         assert [r.setting for r in runs if r.model == m] == SETTINGS
@@ -47,7 +48,7 @@ def test_five_models_six_settings(cfg):
 def test_optional_qwen3_sizes_group(cfg):
     on = gw.load({**copy.deepcopy(PAPER), "groups": ["qwen3-sizes"]})
     extra = {r.model for r in gw.runs(on)} - {r.model for r in gw.runs(cfg)}
-    assert extra == {"qwen3-1.7b", "qwen3-4b", "qwen3-8b"} and len(gw.runs(on)) == 48
+    assert extra == {"qwen3-1.7b", "qwen3-4b", "qwen3-8b"} and len(gw.runs(on)) == 48 + 6  # + the VLMs
     assert on["models"]["qwen3-8b"]["source"] == "hf:Qwen/Qwen3-8B"
     with pytest.raises(ConfigError, match="did you mean 'qwen3-sizes'"):
         gw.load({**copy.deepcopy(PAPER), "groups": ["qwen3-size"]})
@@ -65,15 +66,74 @@ def test_known_thresholds_come_from_the_paper(cfg):
     assert q14["method"]["tau"] == float(t["readme_first_version"]["tau"])
     q06 = gw.run_config(cfg, gw.Run("qwen3-0.6b", "LoRA+GradES", 0), "m", "d")
     assert q06["method"]["tau"] == float(t["paper_figure1"]["tau"]) and q06["method"]["signal"] == "grad_l1"
-    # VLM thresholds (declared, not expanded)
-    v = cfg["vlm"]["experiments"]
-    m = v["qwen2.5-vl-7b"]["settings"]["LoRA+GradES"]["method"]
-    assert (m["vision_tau"], m["language_tau"]) == (float(t["readme_vlm_lora"]["vision_tau"]),
-                                                    float(t["readme_vlm_lora"]["language_tau"]))
-    n = v["nanovlm"]["settings"]["FP+GradES"]["method"]
+    # VLM thresholds: one per tower, the single tau of the language models dropped
+    lq = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "LoRA+GradES", 0), "m", "d")["method"]
+    row = t["readme_vlm_lora"]
+    assert (lq["vision_tau"], lq["language_tau"], lq["alpha"], lq["tau"]) == (
+        float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]), None)
+    fq = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "FP+GradES", 0), "m", "d")["method"]
+    row = t["readme_vlm_fft"]
+    assert (fq["vision_tau"], fq["language_tau"], fq["alpha"]) == (
+        float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]))
+    n = gw.run_config(cfg, gw.Run("nanovlm", "FP+GradES", 0), "m", "d")["method"]
     row = t["nanovlm_readme_table10"]
-    assert (n["vision_tau"], n["language_tau"], n["alpha"], n["check_interval"]) == (
-        float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]), int(row["compute_interval"]))
+    assert (n["vision_tau"], n["language_tau"], n["alpha"], n["check_interval"], n["signal"]) == (
+        float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]), int(row["compute_interval"]),
+        "weight_delta_l1")
+
+
+def test_vlm_experiments_expand_into_runs(cfg):
+    for m, settings in VLMS.items():
+        assert [r.setting for r in gw.runs(cfg) if r.model == m] == settings
+        assert gw.is_vlm(cfg, m) and cfg["models"][m]["gpus"] == 1
+    assert cfg["models"]["qwen2.5-vl-7b"]["source"] == "hf:Qwen/Qwen2.5-VL-7B-Instruct"
+    assert gw.eval_tasks(cfg, "qwen2.5-vl-7b") == ["gqa", "vqav2", "coco_caption"]
+    assert gw.eval_tasks(cfg, "nanovlm") == [f"mmstar_{c}" for c in (
+        "coarse_perception", "fine_grained_perception", "instance_reasoning", "logical_reasoning", "math",
+        "science_technology")]
+    # the paper README's Qwen2.5-VL recipe: LoRA r 128 / alpha 256 on both towers, lr 1e-4, batch 1
+    lora = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "LoRA", 0), "m", "d")
+    assert (lora["lora"]["r"], lora["lora"]["alpha"], lora["lora"]["targets"]) == (128, 256, ["@language", "@vision"])
+    assert lora["optim"]["lr"] == 1.0e-4 and lora["batch_size"] == 1 and lora["grad_accum"] == 1
+    assert lora["data"]["prompt"] == "chat" and lora["data"]["encode"] == "lazy"
+    fp = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "FP", 0), "m", "d")
+    assert fp["optim"]["lr"] == 2.0e-5 and fp["model"]["dtype"] == "bfloat16"
+    nano = gw.run_config(cfg, gw.Run("nanovlm", "FP", 0), "m", "d")
+    assert nano["data"]["prompt"] == "plain" and nano["data"]["encode"] == "lazy"
+    src = cfg["models"]["nanovlm"]
+    assert src["source"] == "compose-vlm:idefics3" and src["options"]["language"] == "hf:HuggingFaceTB/SmolLM2-135M"
+    # the paper tables map both
+    assert cfg["report"]["paper_models"]["qwen2.5-vl-7b"] == "Qwen2.5-VL-7B"
+    assert cfg["report"]["paper_models"]["nanovlm"] == "nanoVLM"
+
+
+def test_vlm_evaluation_arguments(cfg):
+    # vllm-vlm on the cluster; the instruct model in its chat format (it is fine-tuned in it)
+    assert gw.vlm_eval_args(cfg, "qwen2.5-vl-7b") == (
+        "--task gqa,vqav2,coco_caption --batch-size 32 --dtype bfloat16 --backend vllm "
+        "--apply-chat-template --tensor-parallel-size 1 --gpu-memory-utilization 0.85 --max-model-len 2048")
+    assert "--apply-chat-template" not in gw.vlm_eval_args(cfg, "nanovlm")
+    hf = gw.load({**copy.deepcopy(PAPER), "eval": {**PAPER["eval"], "backend": "hf"}})
+    assert gw.vlm_eval_args(hf, "nanovlm").endswith("--dtype bfloat16 --device cuda")
+
+
+def test_bad_vlm_entries_name_the_field():
+    bad = copy.deepcopy(PAPER)
+    bad["datasets"]["cauldron"]["lm_eval_tasks"][0] = "mmstar_coarse_perceptoin"
+    with pytest.raises(ConfigError, match="datasets.cauldron.lm_eval_tasks.*did you mean 'mmstar_coarse_perception'"):
+        gw.load(bad)
+    bad = copy.deepcopy(PAPER)
+    bad["models"]["nanovlm"]["settings"]["FP+GradES"]["method"]["visoin_tau"] = 1.0
+    with pytest.raises(ConfigError, match="nanovlm.*FP\\+GradES.*visoin_tau"):
+        gw.load(bad)
+    bad = copy.deepcopy(PAPER)
+    bad["models"]["nanovlm"]["options"]["language"] = "HuggingFaceTB/SmolLM2-135M"
+    with pytest.raises(ConfigError, match="models.nanovlm.options.language.*hf:ORG/NAME"):
+        gw.load(bad)
+    bad = copy.deepcopy(PAPER)
+    bad["datasets"]["cauldron"]["options"]["subsets"] = "vqav2"
+    with pytest.raises(ConfigError, match="datasets.cauldron.options.subsets.*expected a list"):
+        gw.load(bad)
 
 
 def test_run_configs_for_the_gpu_cluster(cfg):
@@ -120,20 +180,6 @@ def test_eval_arguments_per_backend(cfg):
         "--backend hf --batch-size 32 --dtype bfloat16 --num-fewshot 0 --seed 0 --merge-adapter --device cuda")
 
 
-def test_vlm_block_is_validated_but_not_expanded(cfg):
-    assert set(cfg["vlm"]["models"]) == {"qwen2.5-vl-7b", "nanovlm-222m"}
-    assert cfg["vlm"]["models"]["qwen2.5-vl-7b"]["source"] == "hf:Qwen/Qwen2.5-VL-7B-Instruct"
-    assert not any(r.model.startswith(("qwen2.5-vl", "nanovlm")) for r in gw.runs(cfg))
-    bad = copy.deepcopy(PAPER)
-    bad["vlm"]["experiments"]["nanovlm"]["eval_data"] = ["mmstr"]
-    with pytest.raises(ConfigError, match="did you mean 'mmstar'"):
-        gw.load(bad)
-    bad = copy.deepcopy(PAPER)
-    bad["vlm"]["experiments"]["nanovlm"]["settings"]["FP+GradES"]["method"]["visoin_tau"] = 1.0
-    with pytest.raises(ConfigError, match="vlm.experiments.nanovlm.settings.FP\\+GradES.*visoin_tau"):
-        gw.load(bad)
-
-
 def test_unknown_values_are_marked_as_assumptions():
     text = (ROOT / "config" / "paper.yaml").read_text()
     assert text.count("# assumption") >= 12
@@ -145,7 +191,7 @@ def test_unknown_values_are_marked_as_assumptions():
 def test_other_profiles_unchanged():
     for name in ("config.yaml", "smoke.yaml"):
         c = gw.load(yaml.safe_load((ROOT / "config" / name).read_text()))
-        assert c["vlm"] is None and c["groups"] == [] and all(mc["gpus"] == 0 for mc in c["models"].values())
+        assert c["groups"] == [] and all(mc["gpus"] == 0 for mc in c["models"].values())
         for m in c["models"]:
             assert gw.train_launcher(c, m, "py") == "py -m grades.train"
             assert gw.job_resources(c, m, "train")["gpu"] == 0

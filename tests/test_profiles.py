@@ -39,9 +39,11 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install 'grades-harness[slurm]'")
     out = dry_run("--configfile", "config/paper.yaml", "--profile", "workflow/profiles/slurm", "all", "prefetch")
     stats = job_stats(out)
-    assert stats["train"] == stats["evaluate"] == 30 and stats["run_config"] == 30
-    assert stats["evaluate_base"] == stats["prepare_model"] == 5 and stats["prepare_data"] == 1
-    assert stats["prefetch"] == 1 and stats["total"] == 105  # + run_config x 30, tables, figures, all
+    # five language models x six settings, Qwen2.5-VL-7B x four, nanoVLM x two
+    assert stats["train"] == stats["run_config"] == 36 and stats["evaluate"] == 30 and stats["evaluate_vlm"] == 6
+    assert stats["evaluate_base"] == 5 and stats["evaluate_vlm_base"] == 2 and stats["prepare_model"] == 7
+    assert stats["prepare_data"] == 3 and stats["multimodal"] == 1
+    assert stats["prefetch"] == 1 and stats["total"] == 130  # + tables, figures, all
     for m in MODELS:
         for s in SLUGS:
             assert f"results/runs/paper/{m}/{s}/seed0/train.json" in out
@@ -50,7 +52,16 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     # the 14B models train on 4 GPUs through torchrun, with their resources
     cmds = [ln for ln in out.splitlines() if " -m grades.train " in ln]
     torchrun = [c for c in cmds if "torch.distributed.run" in c]
-    assert len(cmds) == 30 and len(torchrun) == 24  # 14B x2 (4 GPUs), 8B/7B x2 (2 GPUs); 0.6B plain
+    assert len(cmds) == 36 and len(torchrun) == 24  # 14B x2 (4 GPUs), 8B/7B x2 (2 GPUs); 0.6B and the VLMs plain
+    # the VLMs: scored by grades.vlm on vllm-vlm, on a GPU partition; a LoRA run hands over its adapter
+    vlm_eval = next(b for b in out.split("\nrule ") if b.startswith("evaluate_vlm:")
+                    and "wildcards: model=qwen2.5-vl-7b, setting=lora-grades, seed=0" in b)
+    assert "slurm_partition=gpu" in re.search(r"resources: (.*)", vlm_eval)[1]
+    assert ("-m grades.vlm evaluate --model cache/paper/models/qwen2.5-vl-7b --adapter "
+            "results/runs/paper/qwen2.5-vl-7b/lora-grades/seed0/adapter") in vlm_eval
+    assert "--task gqa,vqav2,coco_caption" in vlm_eval and "--backend vllm --apply-chat-template" in vlm_eval
+    nano = next(b for b in out.split("\nrule ") if b.startswith("evaluate_vlm:") and "model=nanovlm, setting=fp," in b)
+    assert "--model results/runs/paper/nanovlm/fp/seed0/model" in nano and "mmstar_science_technology" in nano
     assert all("--nproc_per_node 4" in c for c in torchrun if "/qwen3-14b/" in c or "/phi-4/" in c)
     block = next(b for b in out.split("\nrule ") if b.startswith("train:")
                  and "wildcards: model=qwen3-14b, setting=fp, seed=0" in b)
@@ -79,7 +90,9 @@ def fake_tasks(tasks):
              "social_iqa": ("lighteval/siqa", None), "hellaswag": ("Rowan/hellaswag", None),
              "winogrande": ("allenai/winogrande", "winogrande_xl"), "openbookqa": ("allenai/openbookqa", "main"),
              "arc_easy": ("allenai/ai2_arc", "ARC-Easy"), "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge")}
-    return {t: {"path": table[t][0], "name": table[t][1], "kwargs": {}} for t in tasks}
+    hub = [t for t in tasks if t not in table]  # the VLM benchmarks: our own YAMLs, read for real
+    return {**{t: [{"path": table[t][0], "name": table[t][1], "kwargs": {}, "split": None}] for t in tasks
+               if t in table}, **(pf.lm_eval_task_datasets(hub) if hub else {})}
 
 
 def test_plan_lists_every_hub_download_once():
@@ -88,28 +101,49 @@ def test_plan_lists_every_hub_download_once():
     models = [i.id for i in items if i.kind == "model"]
     assert sorted(models) == sorted(["Qwen/Qwen3-14B", "microsoft/phi-4", "Qwen/Qwen3-0.6B",
                                      "meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3",
-                                     "Qwen/Qwen2.5-VL-7B-Instruct", "lusxvr/nanoVLM-222M"])
-    assert [(i.id, i.split) for i in items if i.kind == "dataset"] == [("zwhe99/commonsense_170k", "train")]
-    lm = [(i.id, i.name) for i in items if i.kind == "lm-eval"]
-    assert len(lm) == 8 and ("allenai/ai2_arc", "ARC-Challenge") in lm and ("aps/super_glue", "boolq") in lm
-    assert {i.id for i in items if i.kind == "vlm-dataset"} == {
-        "lmms-lab/GQA", "lmms-lab/VQAv2", "lmms-lab/COCO-Caption2017", "Lin-Chen/MMStar", "HuggingFaceM4/the_cauldron"}
+                                     "Qwen/Qwen2.5-VL-7B-Instruct", "google/siglip-base-patch16-224",
+                                     "HuggingFaceTB/SmolLM2-135M"])
+    siglip = next(i for i in items if i.id == "google/siglip-base-patch16-224")
+    assert siglip.used_by == ("models.nanovlm.options.vision",)
+    data = [(i.id, i.name, i.split) for i in items if i.kind == "dataset"]
+    # one load per Cauldron sub-collection: vqav2 and textcaps are shared by both VLMs' training sets
+    cauldron = PAPER["datasets"]["cauldron"]["options"]["subsets"]
+    assert ("zwhe99/commonsense_170k", None, "train") in data and len(data) == 1 + len(cauldron)
+    assert {n for i, n, _ in data if i == "HuggingFaceM4/the_cauldron"} == set(cauldron) | {"vqav2", "textcaps"}
+    vq = next(i for i in items if i.kind == "dataset" and i.name == "vqav2")
+    assert vq.used_by == ("datasets.cauldron", "datasets.cauldron-vqa")
+    lm = [(i.id, i.name, i.split) for i in items if i.kind == "lm-eval"]
+    assert ("allenai/ai2_arc", "ARC-Challenge", None) in lm and ("aps/super_glue", "boolq", None) in lm
+    # the VLM benchmarks of evals/tasks/hub, GQA's pictures (metadata.extra_datasets) included; the six
+    # MMStar categories read one dataset
+    text_only = {"aps/super_glue", "baber/piqa", "lighteval/siqa", "Rowan/hellaswag", "allenai/winogrande",
+                 "allenai/openbookqa", "allenai/ai2_arc"}
+    assert {x for x in lm if x[0] not in text_only} == {
+        ("lmms-lab/GQA", "testdev_balanced_instructions", None), ("lmms-lab/GQA", "testdev_balanced_images", "testdev"),
+        ("lmms-lab/VQAv2", None, None), ("lmms-lab/COCO-Caption2017", None, None), ("Lin-Chen/MMStar", None, None)}
+    mm = next(i for i in items if i.id == "Lin-Chen/MMStar")
+    assert len(mm.used_by) == 6 and "lm-eval:mmstar_math" in mm.used_by
     q = next(i for i in items if i.id == "Qwen/Qwen3-14B")
     assert q.used_by == ("models.qwen3-14b",)
-    # groups and the vlm switch
+    # groups and the vlm switch: without the VLMs, nothing only they use
     on = pf.plan(gw.load({**copy.deepcopy(PAPER), "groups": ["qwen3-sizes"]}), include_vlm=False,
                  task_datasets=fake_tasks)
     ids = {i.id for i in on}
-    assert {"Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B", "Qwen/Qwen3-8B"} <= ids and "lmms-lab/GQA" not in ids
+    assert {"Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B", "Qwen/Qwen3-8B"} <= ids
+    assert not ids & {"lmms-lab/GQA", "HuggingFaceM4/the_cauldron", "Qwen/Qwen2.5-VL-7B-Instruct",
+                      "HuggingFaceTB/SmolLM2-135M"}
     # profiles without Hub sources need nothing
     smoke = gw.load(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
     assert pf.plan(smoke, task_datasets=fake_tasks) == []
 
 
 def test_task_datasets_come_from_lm_eval_yaml():
-    got = pf.lm_eval_task_datasets(["boolq", "arc_challenge", "social_iqa"])
-    assert got["arc_challenge"]["path"] == "allenai/ai2_arc" and got["arc_challenge"]["name"] == "ARC-Challenge"
-    assert got["boolq"]["name"] == "boolq" and got["social_iqa"]["path"]
+    got = pf.lm_eval_task_datasets(["boolq", "arc_challenge", "social_iqa", "gqa"])
+    assert got["arc_challenge"][0]["path"] == "allenai/ai2_arc" and got["arc_challenge"][0]["name"] == "ARC-Challenge"
+    assert got["boolq"][0]["name"] == "boolq" and got["social_iqa"][0]["path"] and len(got["boolq"]) == 1
+    # ours (evals/tasks/hub): the questions, then the pictures GQA joins them with
+    assert [(d["path"], d["name"]) for d in got["gqa"]] == [("lmms-lab/GQA", "testdev_balanced_instructions"),
+                                                           ("lmms-lab/GQA", "testdev_balanced_images")]
 
 
 def test_fetch_calls_and_manifest(tmp_path, monkeypatch):
@@ -134,12 +168,12 @@ def test_fetch_calls_and_manifest(tmp_path, monkeypatch):
     items = [pf.Item("model", "Qwen/Qwen3-0.6B", revision="abc", used_by=("models.q",)),
              pf.Item("dataset", "zwhe99/commonsense_170k", split="train"),
              pf.Item("lm-eval", "allenai/ai2_arc", name="ARC-Easy"),
-             pf.Item("vlm-dataset", "Lin-Chen/MMStar")]
+             pf.Item("lm-eval", "lmms-lab/GQA", name="testdev_balanced_images", split="testdev")]
     man = pf.fetch(items, tmp_path / "prefetch.json", log=lambda s: None)
     assert calls[0] == ("snapshot", "Qwen/Qwen3-0.6B", {"revision": "abc", "ignore_patterns": pf.MODEL_IGNORE})
     assert calls[1] == ("load_dataset", "zwhe99/commonsense_170k", {"split": "train"})
     assert calls[2] == ("load_dataset", "allenai/ai2_arc", {"name": "ARC-Easy"})
-    assert calls[3] == ("snapshot", "Lin-Chen/MMStar", {"repo_type": "dataset", "revision": None})
+    assert calls[3] == ("load_dataset", "lmms-lab/GQA", {"name": "testdev_balanced_images", "split": "testdev"})
     disk = json.loads((tmp_path / "prefetch.json").read_text())
     assert disk == json.loads(json.dumps(man)) and [r["status"] for r in disk["items"]] == ["ok"] * 4
     assert disk["items"][0]["resolved_revision"] == "0123abc" and disk["items"][1]["rows"] == 2
@@ -163,7 +197,7 @@ def test_cli_dry_run_downloads_nothing(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert lines[-1].startswith("14 downloads (5 model, 1 dataset, 8 lm-eval, 0 vlm-dataset); dry run")
+    assert lines[-1].startswith("14 downloads (5 model, 1 dataset, 8 lm-eval); dry run")
     assert any(ln.startswith("model       meta-llama/Llama-3.1-8B-Instruct") for ln in lines)
     assert not (tmp_path / "m.json").exists()
     bad = subprocess.run([sys.executable, "-m", "grades.prefetch", "--workflow-config", "config/paper.yaml",

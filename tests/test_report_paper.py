@@ -139,7 +139,7 @@ def test_multimodal_table_shows_the_papers_scores_and_ours_beside():
     assert len(none) == 24 and none["ours"].isna().all()
     md = multimodal_markdown(none)
     assert "| FP | 75.69 | 81.00 | 41.38 |" in md and "**nanoVLM**" in md
-    assert "not expanded into runs" in md
+    assert "have not finished" in md
     evals = pd.DataFrame([
         {"model": "qwen2.5-vl-7b", "setting": "FP", "task": "gqa", "acc": 0.70},
         {"model": "qwen2.5-vl-7b", "setting": "FP", "task": "gqa", "acc": 0.72},  # two seeds: the mean
@@ -150,4 +150,4 @@ def test_multimodal_table_shows_the_papers_scores_and_ours_beside():
     assert abs(row.ours - 71.0) < 1e-9 and abs(row["diff"] - (71.0 - 75.69)) < 1e-9
     assert mm["ours"].notna().sum() == 1
     md = multimodal_markdown(mm)
-    assert "| FP | 71.00 / 75.69 (-4.69) | 81.00 | 41.38 |" in md and "not expanded" not in md
+    assert "| FP | 71.00 / 75.69 (-4.69) | 81.00 | 41.38 |" in md and "have not finished" not in md

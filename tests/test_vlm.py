@@ -331,3 +331,74 @@ def test_bad_task_list_is_refused_before_anything_is_written(tiny, shapes_dir, t
     for w in words:
         assert w in str(e.value)
     assert not (tmp_path / "eval.json").exists()
+
+
+CHAT = ("{% for m in messages %}User:{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+        "{% if add_generation_prompt %}Assistant:{% endif %}")
+
+
+def test_chat_prompts_and_lazy_items(tiny, shapes_dir):
+    _, proc = vlm.load_vlm(tiny)
+    rows = load_examples(shapes_dir, "train")[:3]
+    with pytest.raises(vlm.VLMError, match="no chat template; use prompt: plain"):
+        vlm.encode_examples(rows[:1], proc, chat=True)
+    proc.chat_template = CHAT
+    items, _ = vlm.encode_examples(rows, proc, chat=True)
+    tok = proc.tokenizer
+    for r, it in zip(rows, items):
+        text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+                                                                      {"type": "text", "text": r["question"]}]}],
+                                        add_generation_prompt=True, tokenize=False)
+        assert text == f"User:<image>{r['question']}<end_of_utterance>\nAssistant:"
+        n = sum(1 for x in it["labels"] if x == -100)
+        assert it["input_ids"][:n] == proc(text=[text], images=[[vlm.open_image(r)]],
+                                           add_special_tokens=False)["input_ids"][0]
+        # the loss is on the bare answer and the end of the turn only
+        assert tok.decode(it["input_ids"][n:]) == r["answer"] + tok.eos_token
+    # lazy items: the same encoding, made when drawn
+    lazy = vlm.LazyItems(rows, proc, chat=True)
+    assert len(lazy) == 3
+    for a, b in zip(items, (lazy[i] for i in range(3))):
+        assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+        assert all(torch.equal(a["extras"][k], b["extras"][k]) for k in a["extras"])
+
+
+def test_vllm_backend_merges_the_adapter_first(tiny, shapes_dir, tmp_path, monkeypatch):
+    """vLLM puts LoRA on the language model only: with backend vllm, grades.vlm merges a VLM's
+    adapter (both towers) into the model and hands lm-eval the merged checkpoint."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    net, proc = vlm.load_vlm(tiny)
+    targets = vlm.expand_lora_targets(net, ["@language", "@vision"])
+    peft = get_peft_model(net, LoraConfig(r=2, lora_alpha=4, target_modules=targets))
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    peft.save_pretrained(tmp_path / "adapter")
+    seen = {}
+
+    def fake_run(model_dir, tasks, include, **kw):
+        m, _ = vlm.load_vlm(model_dir)
+        base, _ = vlm.load_vlm(tiny)
+        want = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).merge_and_unload()
+        seen.update(model=str(model_dir), adapter=kw["adapter"], backend=kw["backend"], tasks=tasks,
+                    same=all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), want.state_dict().values())))
+        return {t: {"metric": "vqa_acc", "score": 0.5, "vqa_acc": 0.5, "n": 2} for t in tasks}
+
+    monkeypatch.setattr(vlm, "run_lm_eval", fake_run)
+    s = vlm.evaluate_vlm(tiny, None, task="vqav2", adapter=tmp_path / "adapter", backend="vllm",
+                         vllm={"tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": None},
+                         out=tmp_path / "eval.json")
+    assert seen["adapter"] is None and seen["backend"] == "vllm" and seen["same"] and seen["tasks"] == ["vqav2"]
+    assert seen["model"] != str(tiny) and not (tmp_path / "grades-vlm-merged").exists()
+    disk = json.loads((tmp_path / "eval.json").read_text())
+    assert disk["lora"] == "merged" and disk["tasks"]["vqav2"]["score"] == 0.5 and disk["device"] is None
+    # counted from the merged checkpoint's safetensors headers: the base model's parameters
+    assert disk["model_num_parameters"] == sum(p.numel() for p in vlm.load_vlm(tiny)[0].parameters())
+    # the multiple-choice scorer is transformers-only; data is needed only by local tasks
+    with pytest.raises(vlm.VLMError, match="scored with transformers"):
+        vlm.evaluate_vlm(tiny, shapes_dir, task="shapes_mc", backend="vllm")
+    with pytest.raises(vlm.VLMError, match="pass --data DIR"):
+        vlm.evaluate_vlm(tiny, None, task="shapes_mc")

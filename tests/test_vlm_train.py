@@ -172,3 +172,12 @@ def test_alignment_description_counts_the_shapes():
     two = {"caption": "a red circle at top left and a blue square at bottom right"}
     assert vlm.describe(one) == " one shape: a red circle at top left"
     assert vlm.describe(two) == " two shapes: " + two["caption"]
+
+
+def test_lazy_encoding_trains_exactly_like_eager(model_dir, shapes_dir, tmp_path):
+    """data.encode: lazy (large image datasets) draws the same batches, so the same curve."""
+    eager = run(cfg(model_dir, shapes_dir, mode="fp"), tmp_path / "eager", progress=False)
+    lazy = run(cfg(model_dir, shapes_dir, mode="fp", data={"source": f"jsonl:{shapes_dir}", "encode": "lazy"}),
+               tmp_path / "lazy", progress=False)
+    assert lazy["status"] == "ok" and lazy["loss_curve"] == eager["loss_curve"]
+    assert lazy["truncated_examples"] is None and eager["truncated_examples"] == 0  # lazy: not counted up front

@@ -114,6 +114,8 @@ def check_options(where: str, options: dict, defaults: dict) -> dict:
                 raise ConfigError(f"{where}.options.{k} = {v!r}: must be >= 0")
         elif isinstance(d, str) and not isinstance(v, str):
             raise ConfigError(f"{where}.options.{k} = {v!r}: expected a string")
+        elif isinstance(d, list) and not isinstance(v, list):
+            raise ConfigError(f"{where}.options.{k} = {v!r}: expected a list")
         out[k] = v
     return out
 
@@ -188,6 +190,7 @@ def load_split(data_dir: str | Path, split: str) -> list[dict]:
 
 
 PROMPT_FIELDS = ("id", "prompt", "target")
+IMAGE_QA_FIELDS = ("id", "image", "question", "answer")
 
 
 def check_item(r: Any, where: str) -> None:
@@ -200,6 +203,13 @@ def check_item(r: Any, where: str) -> None:
             raise DataError(f"{where}: missing field(s) {missing}; a prompt/target item needs {list(PROMPT_FIELDS)}")
         if not isinstance(r["prompt"], str) or not isinstance(r["target"], str) or not r["target"].strip():
             raise DataError(f"{where}: 'prompt' and 'target' must be strings (target non-empty)")
+        return
+    if "image" in r and "choices" not in r:  # an image question with a free-form answer (cauldron)
+        missing = [k for k in IMAGE_QA_FIELDS if k not in r]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {missing}; an image question needs {list(IMAGE_QA_FIELDS)}")
+        if not all(isinstance(r[k], str) and r[k].strip() for k in IMAGE_QA_FIELDS):
+            raise DataError(f"{where}: {list(IMAGE_QA_FIELDS)} must be non-empty strings")
         return
     missing = [k for k in FIELDS if k not in r]
     if missing:

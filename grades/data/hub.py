@@ -14,6 +14,15 @@ Row formats (option ``format``):
     becomes a *prompt/target* item: ``prompt`` = instruction (and input, when there is
     one) followed by ``"\\nAnswer:"``, ``target`` = ``" " + output``. Training then
     puts the loss on the target only, like every other dataset here.
+``cauldron``
+    Image question/answer data in the schema of HuggingFaceM4/the_cauldron: rows
+    ``{"images": [image], "texts": [{"user", "assistant", "source"}, ...]}``, one Hub
+    config per sub-collection (option ``subsets``, e.g. ``[vqav2, textcaps]``; ``config``
+    for a single one). Every (image, turn) becomes an image item ``{"id", "image",
+    "question", "answer", "source"}``; the picture is written once as
+    ``images/<n>.png`` and shared by its turns. Rows with more or fewer than one image
+    cannot go through the one-picture prompt of :mod:`grades.vlm`; they are counted
+    (``multi_image_rows`` in meta.json), not converted.
 ``mc``
     A multiple-choice dataset with configurable field names (``context_field``,
     ``question_field``, ``choices_field``, ``label_field``): rows become our usual
@@ -32,12 +41,13 @@ from typing import Any, Callable, Iterable
 from ..config import ConfigError
 from . import DataError, split_rows
 
-FORMATS = ("commonsense170k", "mc")
+FORMATS = ("commonsense170k", "mc", "cauldron")
+IMAGE_FORMATS = ("cauldron",)  # formats whose items carry a picture (vision-language models)
 DEFAULTS: dict[str, Any] = {
     "format": "commonsense170k", "config": "", "split": "train", "revision": "",
     "n_validation": 120, "n_test": 120, "n_train": 0, "seed": 0,
     "context_field": "context", "question_field": "question", "choices_field": "choices",
-    "label_field": "label", "label_base": 0,
+    "label_field": "label", "label_base": 0, "subsets": [], "max_turns": 0,
 }
 
 
@@ -119,13 +129,63 @@ def convert(rows: Iterable[dict], opts: dict) -> tuple[list[dict], int]:
     return out, bad
 
 
+def cauldron_items(rows: Iterable[dict], subset: str, out: Path, start: int, opts: dict) -> tuple[list[dict], int, int]:
+    """(items, rows skipped as unusable, rows with != 1 picture) of one Cauldron sub-collection;
+    pictures are written under ``out/images`` numbered from ``start``."""
+    img_dir = out / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    items: list[dict] = []
+    bad = multi = 0
+    n = start
+    for i, r in enumerate(rows):
+        images, texts = r.get("images") or [], r.get("texts") or []
+        if len(images) != 1:
+            multi += 1
+            continue
+        turns = [(str(t.get("user") or "").strip(), str(t.get("assistant") or "").strip())
+                 for t in texts if isinstance(t, dict)]
+        turns = [(q, a) for q, a in turns if q and a][: opts["max_turns"] or None]
+        if not turns:
+            bad += 1
+            continue
+        rel = f"images/{n:08d}.png"
+        images[0].convert("RGB").save(out / rel, format="PNG")
+        n += 1
+        for k, (q, a) in enumerate(turns):
+            items.append({"id": f"{subset}-{i}-{k}", "image": rel, "question": q, "answer": a, "source": subset})
+    return items, bad, multi
+
+
+def _build_cauldron(dataset_id: str, opts: dict, out: Path):
+    subsets = list(opts["subsets"]) or ([opts["config"]] if opts["config"] else [])
+    if not subsets:
+        raise ConfigError(f"data.options.subsets: format 'cauldron' needs the sub-collections to read "
+                          f"(Hub configs of {dataset_id}), e.g. [vqav2, textcaps]")
+    items: list[dict] = []
+    bad = multi = images = 0
+    per: dict[str, int] = {}
+    for s in subsets:
+        got, b, m = cauldron_items(LOADER(dataset_id, {**opts, "config": s}), s, out, images, opts)
+        images += len({g["image"] for g in got})
+        items += got
+        bad, multi, per[s] = bad + b, multi + m, len(got)
+    return items, bad, {"multi_image_rows": multi, "items_by_subset": per, "images": images, "modality": "image+text",
+                        "rows": images + bad + multi}
+
+
 def build(dataset_id: str, opts: dict, out: Path):
     if opts["format"] not in FORMATS:
         raise ConfigError(f"data.options.format = {opts['format']!r}: choose one of {list(FORMATS)}")
     if "/" not in dataset_id:
         raise ConfigError(f"data.source = 'hf-dataset:{dataset_id}': expected a Hub id ORG/NAME")
-    items, bad = convert(LOADER(dataset_id, opts), opts)
-    total = len(items) + bad
+    if not isinstance(opts["subsets"], list) or not all(isinstance(x, str) and x for x in opts["subsets"]):
+        raise ConfigError(f"data.options.subsets = {opts['subsets']!r}: expected a list of Hub config names")
+    extra_meta: dict[str, Any] = {}
+    if opts["format"] == "cauldron":
+        items, bad, extra_meta = _build_cauldron(dataset_id, opts, out)
+    else:
+        items, bad = convert(LOADER(dataset_id, opts), opts)
+    total = extra_meta.get("rows", len(items) + bad)  # rows read (a Cauldron row makes one item per turn)
     if not items:
         raise DataError(f"hf-dataset:{dataset_id}: no usable rows in split '{opts['split']}' "
                         f"(format {opts['format']}, {bad} skipped)")
@@ -134,5 +194,5 @@ def build(dataset_id: str, opts: dict, out: Path):
                         f"{opts['format']!r}; wrong format or field names?")
     splits = split_rows(items, opts["n_validation"], opts["n_test"], opts["n_train"] or None, opts["seed"])
     meta = {"description": f"{dataset_id} (split {opts['split']}) from the Hugging Face Hub, format {opts['format']}",
-            "hub_id": dataset_id, "rows": total, "unconverted_rows": bad}
+            "hub_id": dataset_id, "unconverted_rows": bad, **extra_meta, "rows": total}
     return splits, meta, {}

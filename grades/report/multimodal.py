@@ -59,11 +59,17 @@ def _frozen_by_tower(run_dir: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in ev.groupby("tower").size().items()}
 
 
+def _is_benchmark(r: dict) -> bool:
+    """A task entry of a benchmark over Hub data (evals/tasks/hub, grades.vlm.run_lm_eval):
+    it names its ``metric`` and has no prepared ``data`` directory."""
+    return "metric" in r and "data" not in r
+
+
 def _eval_fields(e: dict | None) -> dict:
     if not e or not e.get("tasks"):
         return {}
     out: dict = {}
-    mc = [(t, r) for t, r in e["tasks"].items() if "acc" in r]
+    mc = [(t, r) for t, r in e["tasks"].items() if "acc" in r and not _is_benchmark(r)]
     if mc:  # the multiple-choice task (grades.vlm's scorer)
         task, r = mc[0]
         out = {"task": task, "acc": r.get("acc"), "acc_stderr": r.get("acc_stderr"), "n": r.get("n"),
@@ -71,10 +77,14 @@ def _eval_fields(e: dict | None) -> dict:
                (1 / r["n_choices"] if r.get("n_choices") else math.nan)}
         for t, v in (r.get("by_type") or {}).items():
             out[f"acc_{t}"] = v.get("acc")
-    gen = [(t, r) for t, r in e["tasks"].items() if "exact_match" in r]
+    gen = [(t, r) for t, r in e["tasks"].items() if "exact_match" in r and not _is_benchmark(r)]
     if gen:  # the short-answer task through lm-eval (hf-multimodal, generate_until)
         task, r = gen[0]
         out.update({"gen_task": task, "gen_em": r.get("exact_match"), "gen_em_stderr": r.get("exact_match_stderr")})
+    for t, r in e["tasks"].items():  # benchmarks: one column each, "score_<task>", and its metric
+        if _is_benchmark(r) and r.get("score") is not None:
+            out[f"score_{t}"] = r["score"]
+            out[f"metric_{t}"] = r["metric"]
     return out
 
 
@@ -128,18 +138,19 @@ def multimodal_table(runs: pd.DataFrame) -> pd.DataFrame:
     g = runs.groupby(keys, sort=False)
     errs = [c for c in ("acc_stderr", "gen_em_stderr") if c in runs.columns]
     num = [c for c in runs.columns if c not in keys + ["seed", "stop_reason", "task", "gen_task", *errs]
-           and pd.api.types.is_numeric_dtype(runs[c])]
+           and not c.startswith("metric_") and pd.api.types.is_numeric_dtype(runs[c])]
     out = g[num].mean().reset_index()
     for c in errs:
         out[c] = g[c].agg(_sem).values
     out["seeds"] = g["seed"].nunique().values
     if "stop_reason" in runs.columns:
         out["stop_reason"] = g["stop_reason"].agg(lambda s: "; ".join(sorted({str(x) for x in s.dropna()}))).values
-    for c in ("task", "gen_task"):
+    for c in ["task", "gen_task"] + [c for c in runs.columns if c.startswith("metric_")]:
         if c in runs.columns:
             out[c] = g[c].first().values
     pct = ["acc", "acc_stderr", "chance"] + [c for c in out.columns if c.startswith("acc_") and c != "acc_stderr"]
     pct += [c for c in ("gen_em", "gen_em_stderr") if c in out.columns]
+    pct += [c for c in out.columns if c.startswith("score_")]  # VQA accuracy, exact match, CIDEr: x100
     for c in pct:
         out[c] = out[c] * 100
     rank = {"base": 0, "fp": 1, "lora": 2}
@@ -150,7 +161,9 @@ def multimodal_table(runs: pd.DataFrame) -> pd.DataFrame:
              "gen_em_stderr", "train_time_s",
              "total_time_s", "flops_train", "flops_vision", "steps_run", "steps_planned", "frozen_language",
              "tracked_language", "frozen_vision", "tracked_vision", "stop_reason", "seeds"]
-    cols = [c for c in first if c in out.columns] + sorted(c for c in out.columns if c not in first)
+    bench = [c for c in runs.columns if c.startswith("score_")]  # in the order of eval.json's tasks
+    cols = [c for c in first if c in out.columns] + bench + sorted(c for c in out.columns
+                                                                   if c not in first and c not in bench)
     return out[cols].reset_index(drop=True)
 
 
@@ -195,6 +208,18 @@ def multimodal_markdown(table: pd.DataFrame) -> str:
     chance = table["chance"].dropna()
     if len(chance):
         lines += ["", f"Chance level: {chance.iloc[0]:.1f}%."]
+    scores = [c for c in table.columns if c.startswith("score_") and table[c].notna().any()]
+    if scores:
+        heads = [f"{c[6:]} ({table[f'metric_{c[6:]}'].dropna().iloc[0]})" if f"metric_{c[6:]}" in table.columns
+                 else c[6:] for c in scores]
+        lines += ["", "Benchmarks (lm-eval tasks of evals/tasks/hub, x100: accuracy, VQA accuracy, exact match, "
+                  "CIDEr):", "", "| model | setting | " + " | ".join(heads) + " |",
+                  "|---|---|" + "|".join("---:" for _ in scores) + "|"]
+        for _, r in table.iterrows():
+            if all(pd.isna(r.get(c)) for c in scores):
+                continue
+            lines.append(f"| {r['model']} | {r['setting']} | " + " | ".join(_num(r.get(c), ".2f") for c in scores)
+                         + " |")
     types = [c for c in table.columns if c.startswith("acc_") and c != "acc_stderr"]
     if types:
         lines += ["", "Accuracy (%) per question type:", "",

@@ -217,7 +217,8 @@ def multimodal_comparison(evals: pd.DataFrame, paper_dir: str | Path, paper_mode
     """The paper's multimodal scores with ours beside: model, method, benchmark, paper, ours, diff.
 
     Ours: eval rows of models mapped in ``paper_models`` whose task is one of the paper's
-    multimodal benchmarks (score = acc in %), the mean over seeds; NaN where not run."""
+    multimodal benchmarks (the task's own metric x 100: exact match for GQA, VQA accuracy, CIDEr for
+    COCO, accuracy for MMStar; grades.report.runs), the mean over seeds; NaN where not run."""
     p = pd.read_csv(Path(paper_dir) / "multimodal.csv")
     out = p.rename(columns={"score": "paper"})[["model", "method", "benchmark", "paper"]].copy()
     out["ours"] = float("nan")
@@ -251,8 +252,8 @@ def multimodal_markdown(mm: pd.DataFrame) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     if mm["ours"].isna().all():
-        lines.append("_None of ours yet: the VLM experiments of config/paper.yaml (`vlm:`) are declared and "
-                     "prefetched but not expanded into runs (README \"Vision-language models\")._")
+        lines.append("_None of ours yet: the VLM runs of config/paper.yaml (qwen2.5-vl-7b, nanovlm) have not "
+                     "finished (README \"Vision-language models\")._")
     return "\n".join(lines) + "\n"
 
 

@@ -55,9 +55,12 @@ def collect(runs_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _eval_rows(e: dict, model, setting, mode, method, seed):
     for task, r in e.get("tasks", {}).items():
-        acc = r.get("acc")
+        acc, se, metric = r.get("acc"), r.get("acc_stderr"), "acc"
+        if acc is None and "data" not in r and r.get("score") is not None:
+            # a benchmark over Hub data (evals/tasks/hub): its own metric (VQA accuracy, CIDEr, ...)
+            acc, se, metric = r["score"], r.get("score_stderr"), r.get("metric") or "score"
         if acc is None:
             continue
         yield {"model": model, "setting": setting, "mode": mode, "method": method, "seed": seed, "task": task,
-               "acc": acc, "acc_stderr": r.get("acc_stderr", math.nan), "n": r.get("n"),
+               "acc": acc, "acc_stderr": math.nan if se is None else se, "n": r.get("n"), "metric": metric,
                "chance": (1.0 / r["n_choices"]) if r.get("n_choices") else math.nan}
