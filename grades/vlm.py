@@ -16,23 +16,31 @@ API (everything train.py / evaluation need):
   in code, its byte-level BPE tokenizer trained locally (:func:`grades.models.train_tokenizer`),
   optionally *aligned* first (caption pre-training, :func:`align_pretrain`); saved as a
   checkpoint directory that ``AutoModelForImageTextToText`` / ``AutoProcessor`` load.
+* :func:`compose_vlm` — a nanoVLM-style Idefics3 joined from a pretrained SigLIP encoder
+  and a Llama-architecture language model with a fresh connector (``compose-vlm:idefics3``).
 * :func:`is_vlm_dir`, :func:`load_vlm` — detect and load ``(model, processor)``.
 * :func:`encode_examples` + :class:`VLMBatchStream` / :func:`vlm_batches` — batches from
-  ``(image, question, answer)`` rows: the prompt ``<image>Q: {question}\\nA:`` goes through
-  ``processor(text=..., images=...)`` (the model's own image-token expansion), the target
-  ``" " + answer + eos`` is tokenized apart and appended, labels are -100 on the prompt
-  (``loss_on="answer"``), as in :func:`grades.train.tokenize_examples`.
+  ``(image, question, answer)`` rows: the prompt ``<image>Q: {question}\\nA:`` (or, with
+  ``chat``, the processor's chat template) goes through ``processor(text=..., images=...)``
+  (the model's own image-token expansion), the target ``" " + answer + eos`` is tokenized
+  apart and appended, labels are -100 on the prompt (``loss_on="answer"``), as in
+  :func:`grades.train.tokenize_examples`. :class:`LazyItems` encodes a row when its batch
+  draws it (large image datasets).
 * :func:`score_multiple_choice`, :func:`evaluate_vlm` — log-likelihood of each choice given
   image + prompt (lm-eval's ``multiple_choice`` rule: continuation ``" " + choice``, no eos;
   acc = argmax, acc_norm = argmax of ll / len(choice)) -> ``eval.json`` with the structure of
   :mod:`grades.evaluate`, ``backend: "grades-vlm"``.  lm-eval 0.4.13's ``hf-multimodal``
   backend cannot do this: its ``loglikelihood`` raises ``NotImplementedError`` for requests
   that carry images (only ``generate_until`` is implemented).
+* :func:`run_lm_eval` / :func:`lm_eval_kwargs` — generation tasks (``shapes_gen``, the
+  benchmarks of ``evals/tasks/hub``) through lm-eval's ``hf-multimodal`` or ``vllm-vlm``;
+  :func:`merge_adapter` merges a VLM's LoRA adapter first for vLLM.
 * :func:`expand_lora_targets` — LoRA target lists with ``@language`` / ``@vision`` entries
   expanded to the exact module paths GradES tracks in that tower.
 
 CLI: ``python -m grades.vlm prepare --out DIR [--data DIR|SPEC] [--set k=v]`` and
-``python -m grades.vlm evaluate --model DIR --data DIR --out eval.json [--adapter DIR]``.
+``python -m grades.vlm evaluate --model DIR [--data DIR] --task T1,T2 --out eval.json
+[--adapter DIR] [--backend hf|vllm] [--apply-chat-template]``.
 
 Measurements (CPU, 1 thread; default tiny model: 0.46M parameters = vision 80k,
 connector 33k, language 343k incl. embeddings; 32 px input, 8 px patches -> 4 image

@@ -179,6 +179,35 @@ def test_cauldron_subsets_become_image_questions(tmp_path, monkeypatch):
     out1 = prepare_dataset("hf-dataset:HuggingFaceM4/the_cauldron", tmp_path / "c1", format="cauldron",
                            subsets=["textcaps"], n_validation=2, n_test=2, max_turns=1)
     assert json.loads((out1 / "meta.json").read_text())["items_by_subset"] == {"textcaps": 20}
+    # a seeded sample of rows per sub-collection, before any picture is written; photos stay JPEG
+    import io
+
+    def jpeg_loader(dataset_id, opts):
+        import datasets
+
+        ds = cauldron_rows(opts["config"], 30)
+        buf = io.BytesIO()
+        ds[0]["images"][0].save(buf, format="JPEG")
+        return ds.cast_column("images", datasets.Sequence(datasets.Image())).map(
+            lambda r, i: {"images": [{"bytes": buf.getvalue(), "path": None}] if i % 2 == 0 else r["images"]},
+            with_indices=True)
+
+    monkeypatch.setattr(hub, "LOADER", jpeg_loader)
+    a = prepare_dataset("hf-dataset:HuggingFaceM4/the_cauldron", tmp_path / "s1", format="cauldron",
+                        subsets=["textcaps"], max_rows=12, n_validation=2, n_test=2, seed=3)
+    b = prepare_dataset("hf-dataset:HuggingFaceM4/the_cauldron", tmp_path / "s2", format="cauldron",
+                        subsets=["textcaps"], max_rows=12, n_validation=2, n_test=2, seed=3)
+    ma = json.loads((a / "meta.json").read_text())
+    assert ma["rows"] == 12 and len(list((a / "images").iterdir())) == ma["images"] <= 12
+    assert (a / "train.jsonl").read_text() == (b / "train.jsonl").read_text()
+    picked = {r["id"].split("-")[1] for s in ("train", "validation", "test") for r in load_split(a, s)}
+    assert picked != {str(i) for i in range(len(picked))}  # shuffled, not the first rows
+    exts = {p.suffix for p in (a / "images").iterdir()}
+    assert exts == {".png", ".jpg"}
+    from PIL import Image
+
+    with Image.open(next((a / "images").glob("*.jpg"))) as im:
+        assert im.format == "JPEG"
 
 
 def test_cauldron_needs_its_subsets(tmp_path, monkeypatch):

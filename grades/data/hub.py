@@ -22,7 +22,9 @@ Row formats (option ``format``):
     "question", "answer", "source"}``; the picture is written once as
     ``images/<n>.png`` and shared by its turns. Rows with more or fewer than one image
     cannot go through the one-picture prompt of :mod:`grades.vlm`; they are counted
-    (``multi_image_rows`` in meta.json), not converted.
+    (``multi_image_rows`` in meta.json), not converted. ``max_rows`` (0 = all) reads a
+    seeded sample of that many rows per sub-collection, ``max_turns`` (0 = all) the first
+    turns of a row. Photos are kept as JPEG (quality 95), other pictures as PNG.
 ``mc``
     A multiple-choice dataset with configurable field names (``context_field``,
     ``question_field``, ``choices_field``, ``label_field``): rows become our usual
@@ -35,6 +37,7 @@ The rows are shuffled with ``seed`` and split into test / validation / train
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -47,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "format": "commonsense170k", "config": "", "split": "train", "revision": "",
     "n_validation": 120, "n_test": 120, "n_train": 0, "seed": 0,
     "context_field": "context", "question_field": "question", "choices_field": "choices",
-    "label_field": "label", "label_base": 0, "subsets": [], "max_turns": 0,
+    "label_field": "label", "label_base": 0, "subsets": [], "max_turns": 0, "max_rows": 0,
 }
 
 
@@ -129,9 +132,12 @@ def convert(rows: Iterable[dict], opts: dict) -> tuple[list[dict], int]:
     return out, bad
 
 
-def cauldron_items(rows: Iterable[dict], subset: str, out: Path, start: int, opts: dict) -> tuple[list[dict], int, int]:
+def cauldron_items(rows: Iterable[dict], subset: str, out: Path, start: int, opts: dict,
+                   index: list[int] | None = None) -> tuple[list[dict], int, int]:
     """(items, rows skipped as unusable, rows with != 1 picture) of one Cauldron sub-collection;
-    pictures are written under ``out/images`` numbered from ``start``."""
+    pictures are written under ``out/images`` numbered from ``start``; item ids are
+    ``<subset>-<row>-<turn>`` with the row's index in the sub-collection (``index`` maps a
+    sample's positions back to it)."""
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     items: list[dict] = []
@@ -148,11 +154,17 @@ def cauldron_items(rows: Iterable[dict], subset: str, out: Path, start: int, opt
         if not turns:
             bad += 1
             continue
-        rel = f"images/{n:08d}.png"
-        images[0].convert("RGB").save(out / rel, format="PNG")
+        img = images[0]
+        if img.format == "JPEG":  # photos stay JPEG (near-lossless), everything else PNG
+            rel = f"images/{n:08d}.jpg"
+            img.convert("RGB").save(out / rel, format="JPEG", quality=95)
+        else:
+            rel = f"images/{n:08d}.png"
+            img.convert("RGB").save(out / rel, format="PNG")
         n += 1
+        row = index[i] if index is not None else i
         for k, (q, a) in enumerate(turns):
-            items.append({"id": f"{subset}-{i}-{k}", "image": rel, "question": q, "answer": a, "source": subset})
+            items.append({"id": f"{subset}-{row}-{k}", "image": rel, "question": q, "answer": a, "source": subset})
     return items, bad, multi
 
 
@@ -165,7 +177,14 @@ def _build_cauldron(dataset_id: str, opts: dict, out: Path):
     bad = multi = images = 0
     per: dict[str, int] = {}
     for s in subsets:
-        got, b, m = cauldron_items(LOADER(dataset_id, {**opts, "config": s}), s, out, images, opts)
+        rows = LOADER(dataset_id, {**opts, "config": s})
+        index = None
+        if opts["max_rows"] and len(rows) > opts["max_rows"]:  # a seeded sample, before any picture is written
+            order = list(range(len(rows)))
+            random.Random(opts["seed"]).shuffle(order)
+            index = sorted(order[: opts["max_rows"]])  # read in file order; ids keep the row's own index
+            rows = rows.select(index)
+        got, b, m = cauldron_items(rows, s, out, images, opts, index)
         images += len({g["image"] for g in got})
         items += got
         bad, multi, per[s] = bad + b, multi + m, len(got)
