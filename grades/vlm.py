@@ -661,10 +661,10 @@ def train_inputs(cfg: dict, model_dir: str | Path, data_dir: str | Path, needs_v
     d = cfg["data"]
     pid = pad_id(proc)
     rows = load_examples(data_dir, d["train_split"])
-    chat = d["prompt"] == "chat"
+    chat = d.get("prompt", "plain") == "chat"  # no schema default: run.yaml of other runs stays as it was
     kw = {"seq_len": cfg["seq_len"], "loss_on": d["loss_on"], "too_long": d["too_long"],
           "where": f"{data_dir}/{d['train_split']}", "chat": chat}
-    if d["encode"] == "lazy":
+    if d.get("encode", "eager") == "lazy":
         items, n_trunc = LazyItems(rows, proc, **kw), None  # counted as batches are drawn
     else:
         items, n_trunc = encode_examples(rows, proc, **kw)

@@ -99,7 +99,7 @@ def test_vlm_experiments_expand_into_runs(cfg):
     fp = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "FP", 0), "m", "d")
     assert fp["optim"]["lr"] == 2.0e-5 and fp["model"]["dtype"] == "bfloat16"
     nano = gw.run_config(cfg, gw.Run("nanovlm", "FP", 0), "m", "d")
-    assert nano["data"]["prompt"] == "plain" and nano["data"]["encode"] == "lazy"
+    assert "prompt" not in nano["data"] and nano["data"]["encode"] == "lazy"  # plain prompts, the default
     src = cfg["models"]["nanovlm"]
     assert src["source"] == "compose-vlm:idefics3" and src["options"]["language"] == "hf:HuggingFaceTB/SmolLM2-135M"
     # the paper tables map both
@@ -142,6 +142,8 @@ def test_run_configs_for_the_gpu_cluster(cfg):
     assert rc["model"]["dtype"] == "bfloat16" and rc["device"] == "auto" and rc["optim"]["lr"] == 2.0e-4
     fp = gw.run_config(cfg, gw.Run("qwen3-14b", "FP", 0), "m", "d")
     assert fp["optim"]["lr"] == 2.0e-5 and fp["steps"] == 3500 and fp["seq_len"] == 256
+    # the VLM-only data fields have no schema default: a language model's run.yaml does not change
+    assert "prompt" not in fp["data"] and "encode" not in fp["data"]
     assert fp["lora"]["targets"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
