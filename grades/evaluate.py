@@ -312,23 +312,30 @@ def read_adapter_config(adapter: str | os.PathLike) -> dict[str, Any]:
 
 
 def merge_adapter(model: str | os.PathLike, adapter: str | os.PathLike, out: str | os.PathLike,
-                  dtype: str = "float32") -> Path:
+                  dtype: str = "float32", load: Any = None) -> Path:
     """Merge a PEFT LoRA adapter into its base model and save a plain checkpoint in ``out``.
 
     The ``eval.lora: merged`` path: backends then score an ordinary model (vLLM without
-    LoRA kernels, or no PEFT at evaluation time). The tokenizer is taken from the
-    adapter directory when it has one (grades.train saves it there), else from the model."""
-    import torch
+    LoRA kernels, or no PEFT at evaluation time). ``load(model, dtype)`` returns the base
+    model and what is saved beside it (default: a causal LM and its tokenizer, taken from
+    the adapter directory when it has one, as grades.train saves it there; grades.vlm passes
+    its VLM loader, which gives the processor)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = Path(out)
-    tdtype = getattr(torch, dtype) if dtype not in ("auto", None) else "auto"
-    base = AutoModelForCausalLM.from_pretrained(str(model), dtype=tdtype)
+    if load is None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tdtype = getattr(torch, dtype) if dtype not in ("auto", None) else "auto"
+        base = AutoModelForCausalLM.from_pretrained(str(model), dtype=tdtype)
+        tok_src = adapter if any((Path(adapter) / f).is_file() for f in TOKENIZER_FILES) else model
+        saver = AutoTokenizer.from_pretrained(str(tok_src))
+    else:
+        base, saver = load(model, dtype)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(out)
-    tok_src = adapter if any((Path(adapter) / f).is_file() for f in TOKENIZER_FILES) else model
-    AutoTokenizer.from_pretrained(str(tok_src)).save_pretrained(out)
+    saver.save_pretrained(out)
     (out / "grades_merged.json").write_text(json.dumps({"base": str(model), "adapter": str(adapter),
                                                         "dtype": dtype}, indent=2) + "\n")
     return out

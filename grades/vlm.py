@@ -875,12 +875,11 @@ def run_lm_eval(model_dir: Path, tasks: list[str], include: Path, *, adapter: st
     given, receives one record per question (id, type, response, filtered, target, metrics)."""
     import lm_eval
 
-    from .evaluate import MULTIMODAL_BACKENDS, _task_manager
+    from .evaluate import _task_manager
 
     kw = lm_eval_kwargs(model_dir, tasks, adapter=adapter, backend=backend, limit=limit, batch_size=batch_size,
                         dtype=dtype, device=device, seed=seed, apply_chat_template=apply_chat_template, vllm=vllm)
     kw.update(task_manager=_task_manager(include, False), log_samples=samples is not None)
-    mm = MULTIMODAL_BACKENDS[backend]
     res = lm_eval.simple_evaluate(**kw)
     if samples is not None:
         for t in tasks:
@@ -889,7 +888,7 @@ def run_lm_eval(model_dir: Path, tasks: list[str], include: Path, *, adapter: st
                 samples.append({"task": t, "id": x["doc"].get("id", x.get("doc_id")), "type": x["doc"].get("type"),
                                 "response": x["resps"][0][0], "filtered": x["filtered_resps"][0],
                                 "target": x["target"], **{m: x.get(m) for m in metrics if m in x}})
-    return {t: _task_entry(t, res, mm) for t in tasks}
+    return {t: _task_entry(t, res, kw["model"]) for t in tasks}
 
 
 def generate_with_lm_eval(model_dir: Path, data_dir: Path, task: str, *, adapter: str | Path | None = None,
@@ -913,17 +912,11 @@ def generate_with_lm_eval(model_dir: Path, data_dir: Path, task: str, *, adapter
 
 def merge_adapter(model: str | Path, adapter: str | Path, out: str | Path, dtype: str = "float32") -> Path:
     """Merge a VLM's LoRA adapter into its base model; save model + processor into ``out``
-    (the ``vllm`` path: vLLM applies LoRA to the language model only, never the vision tower)."""
-    from peft import PeftModel
+    (the ``vllm`` path: vLLM applies LoRA to the language model only, never the vision tower).
+    :func:`grades.evaluate.merge_adapter` with the VLM loader."""
+    from .evaluate import merge_adapter as merge
 
-    out = Path(out)
-    net, proc = load_vlm(model, dtype)
-    merged = PeftModel.from_pretrained(net, str(Path(adapter).expanduser().resolve())).merge_and_unload()
-    merged.save_pretrained(out)
-    proc.save_pretrained(out)
-    (out / "grades_merged.json").write_text(json.dumps({"base": str(model), "adapter": str(adapter),
-                                                        "dtype": dtype}, indent=2) + "\n")
-    return out
+    return merge(model, Path(adapter).expanduser().resolve(), out, dtype, load=load_vlm)
 
 
 def _version(pkg: str) -> str | None:

@@ -117,6 +117,21 @@ def _ours_paper(o: float, p: float, d: float) -> str:
     return f"{_num(o)} / {_num(p)}" + ("" if math.isnan(d) else f" ({_signed(d)})")
 
 
+def _cells(g: pd.DataFrame, cols: list[str], paper_alone: bool = False) -> list[str]:
+    """One cell per benchmark of a model x method group: "–" where the group lacks it, else
+    "ours / paper (Δ)" (:func:`_ours_paper`), or with ``paper_alone`` the paper's score alone
+    where we have none."""
+    out = []
+    for c in cols:
+        r = g[g["benchmark"] == c]
+        if r.empty:
+            out.append("–")
+            continue
+        o, p, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
+        out.append(_num(p) if paper_alone and math.isnan(o) else _ours_paper(o, p, d))
+    return out
+
+
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     """Rows model x method; each cell "ours / paper (Δ)"; only rows where we have a number."""
     lines = ["Accuracy (%): ours / paper (ours − paper). The paper's numbers: results/paper/"
@@ -128,15 +143,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
     for (model, method), g in cmp.groupby(["model", "method"], sort=False):
         if not ((have["model"] == model) & (have["method"] == method)).any():
             continue
-        cells = []
-        for c in cols:
-            r = g[g["benchmark"] == c]
-            if r.empty:
-                cells.append("–")
-                continue
-            o, p, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
-            cells.append(_ours_paper(o, p, d))
-        lines.append("| " + " | ".join([model, method, *cells]) + " |")
+        lines.append("| " + " | ".join([model, method, *_cells(g, cols)]) + " |")
     n = have["diff"].notna() & have["benchmark"].ne("avg")
     if n.any():
         d = have.loc[n, "diff"]
@@ -241,15 +248,7 @@ def multimodal_markdown(mm: pd.DataFrame) -> str:
         lines += [f"**{model}**", "", "| Method | " + " | ".join(benches) + " |",
                   "|---|" + "|".join(["---:"] * len(benches)) + "|"]
         for method, gm in g.groupby("method", sort=False):
-            cells = []
-            for b in benches:
-                r = gm[gm["benchmark"] == b]
-                if r.empty:
-                    cells.append("–")
-                    continue
-                o, pv, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
-                cells.append(_num(pv) if math.isnan(o) else _ours_paper(o, pv, d))
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} | " + " | ".join(_cells(gm, benches, paper_alone=True)) + " |")
         lines.append("")
     if mm["ours"].isna().all():
         lines.append("_None of ours yet: the VLM runs of config/paper.yaml (qwen2.5-vl-7b, nanovlm) have not "
