@@ -134,7 +134,7 @@ def mad_rel(xs: list[float]) -> float:
 def build_qwen3(options: dict, seed: int = 0):
     import transformers as tf
 
-    from .models import TINY_DEFAULTS, tiny_config
+    from .models.tiny import DEFAULTS as TINY_DEFAULTS, tiny_config
 
     o = {**TINY_DEFAULTS, **options}
     cfg = tiny_config("qwen3", o, o["vocab_size"], eos_id=0, pad_id=1)

@@ -54,6 +54,7 @@ import yaml
 from .config import ConfigError, GradESConfig, closest
 from .io import atomic_path, atomic_write_json, atomic_write_text
 from .methods import register
+from .overrides import apply_overrides
 from .methods.base import Decision
 from .methods.grades import GradES
 
@@ -409,21 +410,6 @@ def plot(signals, result: dict, path: str | Path) -> Path:
 
 
 # ======================================================================== configs
-def _set_key(raw: dict, item: str) -> None:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise CalibrationError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=1e-4")
-    node = raw
-    *parents, leaf = key.split(".")
-    for k in parents:
-        if k == "method" and node is raw and isinstance(raw.get("method"), str):
-            raw["method"] = {"name": raw["method"]}
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise CalibrationError(f"--set {item!r}: '{k}' is not a mapping")
-    node[leaf] = _parse_value(value)
-
-
 def grades_params(cfg: dict) -> tuple[dict, str | None]:
     """GradES parameters of a run config's method (defaults if it is not GradES), and a note.
 
@@ -453,17 +439,6 @@ def grades_params(cfg: dict) -> tuple[dict, str | None]:
                    "weight_delta_l1 signal; the released code's grace period is floor(alpha * T), not ceil, and its "
                    "first measurement of a matrix is 0.0")
     return {}, f"the run's method is '{name}'; the probe uses GradES with default parameters"
-
-
-def _parse_value(text: str):
-    """A --set value: YAML, except that numbers YAML 1.1 reads as strings (1e-5) are numbers."""
-    v = yaml.safe_load(text)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            pass
-    return v
 
 
 def probe_config(cfg: dict, probe_steps: int) -> dict:
@@ -671,9 +646,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise CalibrationError(f"--config: run config file not found or empty: {p}")
         else:
             raw, model, setting = workflow_run_config(args.workflow_config, args.model, args.setting, args.cache)
-        for item in args.set:
-            _set_key(raw, item)
-        cfg = load_run_config(raw)
+        cfg = load_run_config(apply_overrides(raw, args.set))
         params, note = grades_params(cfg)
         gc = GradESConfig(**{**params, "tau": 0.0, "language_tau": None, "vision_tau": None})
         alpha = args.alpha if args.alpha is not None else gc.alpha

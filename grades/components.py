@@ -71,9 +71,9 @@ _PROJECTIONS: dict[str, tuple[str, str]] = {
 TYPE_ORDER = ["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
 
 # modules whose block lists belong to the vision tower
-_VISION_OWNERS = ("visual", "vision_tower", "vision_model", "vision_encoder", "vision")
+VISION_OWNERS = ("visual", "vision_tower", "vision_model", "vision_encoder", "vision")
 # modules we never descend into for blocks (see module docstring)
-_SKIP_OWNERS = ("merger", "multi_modal_projector", "connector", "deepstack_merger_list", "projector")
+SKIP_OWNERS = ("merger", "multi_modal_projector", "connector", "deepstack_merger_list", "projector")
 
 
 @dataclass(eq=False)
@@ -138,12 +138,12 @@ def _block_lists(model: nn.Module):
         if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
             continue
         parts = path.split(".") if path else []
-        if any(p in _SKIP_OWNERS for p in parts):
+        if any(p in SKIP_OWNERS for p in parts):
             continue
         # a block list's children contain projections; LoRA's own ModuleDicts never match
         if not any(_projection_leaves(mod[0])):
             continue
-        tower = VISION if any(p in _VISION_OWNERS for p in parts) else LANGUAGE
+        tower = VISION if any(p in VISION_OWNERS for p in parts) else LANGUAGE
         yield path, mod, tower
 
 

@@ -503,7 +503,7 @@ def _run_lm_eval(lm_eval, model_dir, adapter_dir, names, std, loc, data_dirs, *,
     with tempfile.TemporaryDirectory(prefix="grades_eval_") as tmp:
         include = (render_tasks(data_dirs, Path(tmp) / "tasks", cache_dir=Path(tmp) / "datasets_cache")
                    if loc else None)
-        tm = _task_manager(include, include_defaults=bool(std))
+        tm = task_manager(include, include_defaults=bool(std))
         split_tasks(names, registry=tm.all_tasks)
         _preflight(tm, names, std)  # task/dataset errors before the model is loaded
         kwargs = build_lm_eval_args(
@@ -606,14 +606,14 @@ def _preflight(tm, names: Sequence[str], std: Sequence[str]) -> None:
                             f"{type(e).__name__}: {e}{hint}") from e
 
 
-def _task_manager(include: Path | None, include_defaults: bool):
+def task_manager(include: Path | None, include_defaults: bool):
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(include) if include else None,
                        include_defaults=include_defaults)
 
 
-def _num(v: Any) -> float | None:
+def to_number(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None  # lm-eval uses the string "N/A" for missing stderrs
     return None if math.isnan(v) else float(v)
@@ -638,10 +638,10 @@ def _task_summary(name: str, res: Mapping[str, Any], samples: list, data_dir: Pa
         n_range = [min(kinds), max(kinds)]
         n_choices = kinds[0] if n_range[0] == n_range[1] else 1.0 / chance
     out = {
-        "acc": _num(metric.get("acc")),
-        "acc_stderr": _num(metric.get("acc_stderr")),
-        "acc_norm": _num(metric.get("acc_norm")),
-        "acc_norm_stderr": _num(metric.get("acc_norm_stderr")),
+        "acc": to_number(metric.get("acc")),
+        "acc_stderr": to_number(metric.get("acc_stderr")),
+        "acc_norm": to_number(metric.get("acc_norm")),
+        "acc_norm_stderr": to_number(metric.get("acc_norm_stderr")),
         "n": int(n) if n is not None else None,
         "n_total": counts.get("original"),
         "version": res.get("versions", {}).get(name),
@@ -651,7 +651,7 @@ def _task_summary(name: str, res: Mapping[str, Any], samples: list, data_dir: Pa
         "chance_acc": chance,
         "data": str(data_dir) if data_dir else None,
     }
-    extra = {k: _num(v) for k, v in metric.items() if k not in out and _num(v) is not None}
+    extra = {k: to_number(v) for k, v in metric.items() if k not in out and to_number(v) is not None}
     if extra:
         out["other_metrics"] = extra
     return out

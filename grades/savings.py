@@ -147,10 +147,10 @@ class BackwardTruncation:
     """Stop backpropagation below the longest fully frozen prefix of decoder layers."""
 
     def __init__(self, model: nn.Module, components: list[Component]) -> None:
-        from .flops import _language_blocks  # the block list, found the same way the FLOPs model does
+        from .flops import language_blocks  # the block list, found the same way the FLOPs model does
 
         self.model = model
-        blocks, owner = _language_blocks(model)
+        blocks, owner = language_blocks(model)
         self.blocks = [b for b, _, _ in blocks]
         base = _unwrap(model)
         emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None

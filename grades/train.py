@@ -58,6 +58,7 @@ import yaml
 
 from .config import ConfigError
 from .io import atomic_dir, atomic_write_json
+from .overrides import apply_overrides
 from .schema import validate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -206,14 +207,6 @@ def resolve_data(spec: dict) -> Path:
     return prepare_dataset(spec["source"], None, **spec.get("options", {}))
 
 
-def apply_lora(model, lora: dict):
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                     target_modules=lora["targets"], task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg, adapter_name=lora["adapter_name"])
-
-
 def build_optimizer(model, optim: dict):
     params = [p for p in model.parameters() if p.requires_grad]
     if optim["name"] == "sgd":
@@ -226,7 +219,7 @@ def text_inputs(cfg: dict, model_dir: Path, data_dir: Path, needs_validation: bo
     """Model (LoRA-wrapped for ``mode: lora``), tokenizer, batch stream and validation
     batches of a language-model run (the VLM counterpart: :func:`vlm_inputs`)."""
     from .data import load_split
-    from .models import load_model
+    from .models import apply_lora, load_model
 
     model, tokenizer = load_model(model_dir, dtype=cfg["model"]["dtype"])
     if tokenizer.pad_token_id is None:
@@ -404,18 +397,6 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def meter_state(meter) -> dict:
-    return {"terms": dict(meter._terms), "steps": meter.steps, "positions": meter.positions,
-            "recomputes": meter.recomputes, "images": meter.images}
-
-
-def load_meter_state(meter, s: dict, version) -> None:
-    meter._refresh(meter.signature(version))  # the plan of the restored frozen set, counted as before
-    meter._terms = dict(s["terms"])
-    meter.steps, meter.positions, meter.recomputes = s["steps"], s["positions"], s["recomputes"]
-    meter.images = s.get("images", 0)
-
-
 @dataclass
 class LoopState:
     """Counters of the training loop that a checkpoint carries."""
@@ -507,7 +488,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     from .controller import Controller
     from .flops import FlopsMeter, count_images, forward_flops
     from .methods import build_method
-    from .vlm import is_vlm_dir
+    from .models import is_vlm_dir
 
     from .distributed import Dist
 
@@ -585,7 +566,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stream.load_state_dict(saved["stream"])
-        load_meter_state(meter, saved["meter"], ctl.freezer.version)
+        meter.load_state_dict(saved["meter"], ctl.freezer.version)
         ls = LoopState(**saved["loop"])
         ls.resumed_from.append(ls.step)
         print(f"[train {cfg['name']}] resuming from the checkpoint of step {ls.step} in {ckpts.root}",
@@ -703,7 +684,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
                 "model": {n: p.detach() for n, p in trainable_named},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_state(), "stream": stream.state_dict(), "controller": ctl.state_dict(),
-                "meter": meter_state(meter), "loop": asdict(ls),
+                "meter": meter.state_dict(), "loop": asdict(ls),
             })
             dt = time.perf_counter() - tc
             ckpt_s += dt
@@ -766,17 +747,6 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     return record
 
 
-def parse_value(text: str):
-    """A --set value: YAML, except that numbers YAML 1.1 reads as strings (1e-5) are numbers."""
-    v = yaml.safe_load(text)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            pass
-    return v
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m grades.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="run config YAML (see grades/schemas/run.schema.yaml)")
@@ -797,14 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = yaml.safe_load(Path(args.config).read_text()) if Path(args.config).exists() else None
         if raw is None:
             raise ConfigError(f"run config file not found or empty: {args.config}")
-        for item in args.set:
-            key, _, value = item.partition("=")
-            node = raw
-            *parents, leaf = key.split(".")
-            for k in parents:
-                node = node.setdefault(k, {})
-            node[leaf] = parse_value(value)
-        cfg = load_run_config(raw)
+        cfg = load_run_config(apply_overrides(raw, args.set))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

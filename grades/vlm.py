@@ -18,7 +18,7 @@ API (everything train.py / evaluation need):
   checkpoint directory that ``AutoModelForImageTextToText`` / ``AutoProcessor`` load.
 * :func:`compose_vlm` — a nanoVLM-style Idefics3 joined from a pretrained SigLIP encoder
   and a Llama-architecture language model with a fresh connector (``compose-vlm:idefics3``).
-* :func:`is_vlm_dir`, :func:`load_vlm` — detect and load ``(model, processor)``.
+* :func:`load_vlm` — load ``(model, processor)`` (:func:`grades.models.is_vlm_dir` detects a VLM).
 * :func:`encode_examples` + :class:`VLMBatchStream` / :func:`vlm_batches` — batches from
   ``(image, question, answer)`` rows: the prompt ``<image>Q: {question}\\nA:`` (or, with
   ``chat``, the processor's chat template) goes through ``processor(text=..., images=...)``
@@ -80,6 +80,7 @@ import torch
 
 from .config import ConfigError, closest
 from .io import atomic_dir, atomic_write_json, atomic_write_text
+from .models.source import ModelSource
 
 FAMILIES = ("idefics3",)
 TINY_VLM_DEFAULTS: dict[str, Any] = {
@@ -178,7 +179,7 @@ def build_tiny_vlm(options: dict | None = None, texts: list[str] | None = None):
     """(model, processor) of a randomly initialised tiny VLM (no weights downloaded)."""
     import transformers as tf
 
-    from .models import train_tokenizer
+    from .models.tiny import train_tokenizer
 
     o = check_options(options or {})
     torch.manual_seed(o["seed"])
@@ -357,29 +358,38 @@ def compose_into(options: dict, out: Path) -> dict:
     return record
 
 
+def check_family(arg: str, spec: str) -> None:
+    if arg not in FAMILIES:
+        raise ConfigError(f"model.source = {spec!r}: unknown tiny VLM family '{arg}'"
+                          f"{closest(arg, FAMILIES)}; known: {list(FAMILIES)}")
+
+
+def check_composed(arg: str, spec: str) -> None:
+    if arg != "idefics3":
+        raise ConfigError(f"model.source = {spec!r}: composed VLMs are built as Idefics3 (compose-vlm:idefics3)")
+
+
+#: the ``tiny-vlm:FAMILY`` and ``compose-vlm:idefics3`` model sources (grades.models.SOURCES)
+TINY_SOURCE = ModelSource(build=lambda family, o, out: build_into({**o, "family": family}, out),
+                          check_options=check_options, check_arg=check_family)
+COMPOSE_SOURCE = ModelSource(build=lambda family, o, out: compose_into(o, out), check_options=check_compose_options,
+                             check_arg=check_composed)
+
+
 def param_groups(model) -> dict[str, int]:
     """Parameter counts: vision tower, projector/connector, language model (incl. embeddings)."""
-    from .components import _SKIP_OWNERS, _VISION_OWNERS
+    from .components import SKIP_OWNERS, VISION_OWNERS
 
     out = {"vision": 0, "projector": 0, "language": 0}
     for n, p in model.named_parameters():
         parts = n.split(".")
-        key = ("projector" if any(x in _SKIP_OWNERS for x in parts) else
-               "vision" if any(x in _VISION_OWNERS for x in parts) else "language")
+        key = ("projector" if any(x in SKIP_OWNERS for x in parts) else
+               "vision" if any(x in VISION_OWNERS for x in parts) else "language")
         out[key] += p.numel()
     return out
 
 
 # ---------------------------------------------------------------- loading
-def is_vlm_dir(path: str | Path) -> bool:
-    """True if the checkpoint's config.json describes a vision-language model."""
-    p = Path(path) / "config.json"
-    if not p.exists():
-        return False
-    cfg = json.loads(p.read_text())
-    return "vision_config" in cfg
-
-
 def load_vlm(path: str | Path, dtype: str = "float32"):
     """(model, processor) from a checkpoint directory (``AutoModelForImageTextToText`` + ``AutoProcessor``)."""
     import transformers as tf
@@ -650,7 +660,7 @@ def train_inputs(cfg: dict, model_dir: str | Path, data_dir: str | Path, needs_v
     ``record`` goes into train.json (``modality: vision-language``, the expanded LoRA
     targets, parameters per part, tracked matrices per tower)."""
     from .data.shapes import load_examples
-    from .train import apply_lora
+    from .models import apply_lora
 
     model, proc = load_vlm(model_dir, cfg["model"]["dtype"])
     targets = None
@@ -826,14 +836,14 @@ def split_vlm_tasks(names: list[str]) -> tuple[list[str], list[str], list[str]]:
 def _task_entry(task: str, res: dict, backend: str) -> dict:
     """A generation task of lm-eval's results -> its eval.json entry: every metric with its
     stderr, plus ``metric`` (the first of the task's metric_list) and ``score`` (its value)."""
-    from .evaluate import _num
+    from .evaluate import to_number
 
     r = res["results"][task]
     vals: dict[str, Any] = {}
     for k, v in r.items():
         name, sep, _filter = k.partition(",")
         if sep and name not in vals:
-            vals[name] = _num(v)
+            vals[name] = to_number(v)
     metrics = [m["metric"] for m in (res.get("configs", {}).get(task, {}).get("metric_list") or [])
                if isinstance(m.get("metric"), str)]
     primary = next((m for m in metrics if m in vals), None) or next(
@@ -875,11 +885,11 @@ def run_lm_eval(model_dir: Path, tasks: list[str], include: Path, *, adapter: st
     given, receives one record per question (id, type, response, filtered, target, metrics)."""
     import lm_eval
 
-    from .evaluate import _task_manager
+    from .evaluate import task_manager
 
     kw = lm_eval_kwargs(model_dir, tasks, adapter=adapter, backend=backend, limit=limit, batch_size=batch_size,
                         dtype=dtype, device=device, seed=seed, apply_chat_template=apply_chat_template, vllm=vllm)
-    kw.update(task_manager=_task_manager(include, False), log_samples=samples is not None)
+    kw.update(task_manager=task_manager(include, False), log_samples=samples is not None)
     res = lm_eval.simple_evaluate(**kw)
     if samples is not None:
         for t in tasks:
@@ -1118,15 +1128,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "prepare":
-            opts: dict[str, Any] = {"data": args.data} if args.data else {}
-            for kv in args.set:
-                k, sep, v = kv.partition("=")
-                if not sep:
-                    raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
-                try:
-                    opts[k] = json.loads(v)
-                except json.JSONDecodeError:
-                    opts[k] = v
+            from .overrides import apply_overrides
+
+            opts = apply_overrides({"data": args.data} if args.data else {}, args.set)
             out = prepare_tiny_vlm(args.out, **opts)
             info = json.loads((out / "grades_model.json").read_text())
             print(f"prepared a tiny {info['family']} VLM -> {out}: {info['params'] / 1e6:.2f}M parameters "

@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, closest
+from .overrides import set_path
 from .schema import validate
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -131,7 +132,7 @@ def _check_sources(cfg: dict) -> None:
 
     for m, mc in cfg["models"].items():
         try:
-            kind, _ = gmodels.parse_spec(mc["source"])
+            kind, _ = gmodels.parse_spec(mc["source"])  # checks the argument too (tiny:gpt9)
             gmodels.check_options(kind, mc["options"])
         except ConfigError as e:
             raise ConfigError(f"workflow config: models.{m}.{e.args[0].removeprefix('model.')}") from None
@@ -139,7 +140,7 @@ def _check_sources(cfg: dict) -> None:
         try:
             kind, arg = gdata.parse_spec(dc["source"])
             if kind != "jsonl":
-                gdata.check_options("data", dc["options"], gdata._module(kind, arg).DEFAULTS)
+                gdata.check_options("data", dc["options"], gdata.source_module(kind, arg).DEFAULTS)
         except ConfigError as e:
             raise ConfigError(f"workflow config: datasets.{d}.{e.args[0].removeprefix('data.')}") from None
 
@@ -297,18 +298,6 @@ def _expand_extra(cfg: dict) -> None:
     cfg["extra"] = extra
 
 
-def _set_path(rc: dict, key: str, value, where: str) -> None:
-    node = rc
-    *parents, leaf = key.split(".")
-    for i, k in enumerate(parents):
-        if isinstance(node.get(k), str) and k == "method":
-            node[k] = {"name": node[k]}  # method: grades -> {name: grades}
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{where}: '{key}': '{'.'.join(parents[:i + 1])}' is not a mapping in the run config")
-    node[leaf] = copy.deepcopy(value)
-
-
 def setting_by_slug(cfg: dict, s: str) -> str:
     for name in cfg["settings"]:
         if slug(name) == s:
@@ -355,7 +344,7 @@ def run_config(cfg: dict, run: Run, model_dir: str, data_dir: str) -> dict:
     if sweep:
         where = f"workflow config (sweeps.{sweep['name']}, model '{run.model}', setting '{run.setting}')"
         for key, value in sweep["values"].items():
-            _set_path(rc, key, value, where)
+            set_path(rc, key, value, where)
     try:
         return load_run_config(rc)
     except ConfigError as e:
@@ -461,7 +450,7 @@ def is_vlm(cfg: dict, model: str) -> bool:
     if is_image_dataset(cfg["datasets"][mc["dataset"]]):
         return True
     if src.startswith("local:") or Path(src).expanduser().is_dir():
-        from .vlm import is_vlm_dir
+        from .models import is_vlm_dir
 
         return is_vlm_dir(Path(src.removeprefix("local:")).expanduser())
     return False

@@ -78,7 +78,7 @@ def test_commonsense_rows_become_prompt_target_items(tmp_path, monkeypatch):
 
 
 def test_tokenize_prompt_target_items_puts_loss_on_target_only():
-    from grades.models import train_tokenizer
+    from grades.models.tiny import train_tokenizer
     from grades.train import tokenize_examples
 
     tok = train_tokenizer(["Question one? Answer: the correct answer is true"] * 4, 300)

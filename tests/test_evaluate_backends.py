@@ -89,7 +89,7 @@ def tiny_with_adapter(tmp_path_factory):
     import transformers as tf
     from peft import LoraConfig, get_peft_model
 
-    from grades.models import train_tokenizer
+    from grades.models.tiny import train_tokenizer
 
     root = tmp_path_factory.mktemp("merge")
     tok = train_tokenizer(["Q: where is the cat?\nA: on the mat"] * 8, 300)

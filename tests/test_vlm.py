@@ -11,6 +11,7 @@ import pytest
 import torch
 from test_vlm_components import add_lora, build_vlm, dummy_inputs
 
+from grades.models import is_vlm_dir
 from grades import vlm
 from grades.components import LANGUAGE, VISION, discover_components
 from grades.config import ConfigError, GradESConfig
@@ -93,7 +94,7 @@ def test_language_tau_falls_back_to_tau():
 def test_prepared_tiny_vlm_loads_with_auto_classes(tiny):
     import transformers as tf
 
-    assert vlm.is_vlm_dir(tiny)
+    assert is_vlm_dir(tiny)
     info = json.loads((tiny / "grades_model.json").read_text())
     assert info["kind"] == "vlm" and info["family"] == "idefics3" and info["image_seq_len"] == 4
     assert sum(info["params_by_part"].values()) == info["params"]

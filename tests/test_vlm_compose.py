@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from grades.models import is_vlm_dir
+from grades.models.tiny import train_tokenizer
 from grades import models as gm
 from grades import vlm
 from grades.components import LANGUAGE, VISION, discover_components
@@ -30,7 +32,7 @@ def backbones(tmp_path_factory):
         hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)))
     siglip.save_pretrained(root / "siglip")
     tf.SiglipImageProcessor(image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.4]).save_pretrained(root / "siglip")
-    tok = gm.train_tokenizer(["Q: what colour is the square?\nA: red", "a blue circle on the left"] * 20, 200)
+    tok = train_tokenizer(["Q: what colour is the square?\nA: red", "a blue circle on the left"] * 20, 200)
     lm = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                                             max_position_embeddings=128, tie_word_embeddings=True,
@@ -91,7 +93,7 @@ def test_prepared_through_the_model_source(backbones, tmp_path):
     out = gm.prepare_model("compose-vlm:idefics3", tmp_path / "nano", **_opts(root, scale_factor=2))
     info = json.loads((out / "grades_model.json").read_text())
     assert info["source"] == "compose-vlm:idefics3" and info["family"] == "idefics3"
-    assert vlm.is_vlm_dir(out)
+    assert is_vlm_dir(out)
     model, proc = vlm.load_vlm(out)
     assert type(model).__name__ == "Idefics3ForConditionalGeneration" and proc.image_seq_len == 4
 

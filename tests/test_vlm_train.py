@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from grades.models import is_vlm_dir
 from grades import vlm
 from grades.data import prepare_dataset
 from grades.models import prepare_model
@@ -43,7 +44,7 @@ def events(run_dir) -> list[dict]:
 
 
 def test_model_source_builds_a_vlm(model_dir):
-    assert vlm.is_vlm_dir(model_dir)
+    assert is_vlm_dir(model_dir)
     info = json.loads((model_dir / "grades_model.json").read_text())
     assert info["source"] == "tiny-vlm:idefics3" and info["kind"] == "vlm" and info["image_seq_len"] == 4
     assert (model_dir / "processor_config.json").exists()

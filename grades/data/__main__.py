@@ -8,14 +8,8 @@ import sys
 
 from ..config import ConfigError
 from ..fetch import FetchError
+from ..overrides import parse_options
 from . import DataError, prepare_dataset
-
-
-def _value(s: str):
-    try:
-        return json.loads(s)
-    except json.JSONDecodeError:
-        return s
 
 
 def main(argv=None) -> int:
@@ -28,18 +22,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one option (repeatable)")
     args = ap.parse_args(argv)
     try:
-        opts = json.loads(args.options)
-        if not isinstance(opts, dict):
-            raise ConfigError(f"--options must be a JSON object, got {args.options!r}")
-        for kv in args.set:
-            k, sep, v = kv.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
-            opts[k] = _value(v)
-        out = prepare_dataset(args.spec, args.out, **opts)
-    except json.JSONDecodeError as e:
-        print(f"error: --options is not valid JSON: {e}", file=sys.stderr)
-        return 2
+        out = prepare_dataset(args.spec, args.out, **parse_options(args.options, args.set))
     except (ConfigError, DataError, FetchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

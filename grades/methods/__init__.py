@@ -6,13 +6,13 @@ file and add one line to ``REGISTRY`` (or call :func:`register` from your own co
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 from ..config import ConfigError, closest
+from ..registry import Registry
 from .base import Decision, MethodContext, StoppingMethod
 
-REGISTRY: dict[str, str] = {
+REGISTRY = Registry("method", "method.name", {
     "none": "grades.methods.base:StoppingMethod",
     "grades": "grades.methods.grades:GradES",
     "es": "grades.methods.es:EarlyStopping",
@@ -22,22 +22,19 @@ REGISTRY: dict[str, str] = {
     "freezeout": "grades.methods.freezeout:FreezeOut",
     "bottom-k": "grades.methods.bottomk:BottomK",
     "grades-official": "grades.methods.official:OfficialGradES",
-}
+})
 
 
 def register(name: str, target: str | type) -> None:
     """Register a method by import path ("pkg.mod:Class") or class."""
-    REGISTRY[name] = target  # type: ignore[assignment]
+    REGISTRY.register(name, target)
 
 
 def get_method_class(name: str) -> type[StoppingMethod]:
     if name not in REGISTRY:
-        raise ConfigError(f"method.name = '{name}' is unknown{closest(name, REGISTRY)}; known methods: {sorted(REGISTRY)}")
-    target = REGISTRY[name]
-    if isinstance(target, type):
-        return target
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+        raise ConfigError(f"method.name = '{name}' is unknown{closest(name, REGISTRY.names())}; "
+                          f"known methods: {sorted(REGISTRY.names())}")
+    return REGISTRY.get(name)
 
 
 def build_method(spec: str | dict | None) -> StoppingMethod:

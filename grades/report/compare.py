@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_path, atomic_write_text
-from .tables import _sem_combine
+from .tables import combined_stderr
 
 FORMATS = ("png", "pdf")
 DPI = 150
@@ -84,7 +84,7 @@ def run_points(train: pd.DataFrame, evals: pd.DataFrame, select: list[str] | Non
         t["acc"], t["acc_stderr"], t["tasks"] = math.nan, math.nan, ""
     else:
         g = ev.groupby(["model", "setting", "seed"], sort=False)
-        acc = g.agg(acc=("acc", "mean"), acc_stderr=("acc_stderr", _sem_combine),
+        acc = g.agg(acc=("acc", "mean"), acc_stderr=("acc_stderr", combined_stderr),
                     tasks=("task", lambda s: ",".join(dict.fromkeys(s)))).reset_index()
         acc["acc"] *= 100
         acc["acc_stderr"] *= 100
@@ -99,7 +99,7 @@ def base_accuracy(evals: pd.DataFrame) -> dict[str, tuple[float, float]]:
     b = evals[evals["mode"].eq("base")]
     out = {}
     for model, grp in b.groupby("model", sort=False):
-        out[model] = (100 * float(grp["acc"].mean()), 100 * _sem_combine(grp["acc_stderr"]))
+        out[model] = (100 * float(grp["acc"].mean()), 100 * combined_stderr(grp["acc_stderr"]))
     return out
 
 
@@ -127,7 +127,7 @@ def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
              "frozen_param_ratio", "steps_run"]
     tab = g[means].mean().reset_index()
     tab["acc"] = g["acc"].mean().values
-    tab["acc_stderr"] = g["acc_stderr"].agg(_sem_combine).values
+    tab["acc_stderr"] = g["acc_stderr"].agg(combined_stderr).values
     tab["steps_planned"] = g["steps_planned"].max().values
     tab["seeds"] = g["seed"].nunique().values
     tab["tasks"] = g["tasks"].first().values

@@ -20,7 +20,7 @@ import pandas as pd
 from ..io import atomic_write_text
 
 
-def _sem_combine(se: pd.Series) -> float:
+def combined_stderr(se: pd.Series) -> float:
     se = se.dropna()
     return float(np.sqrt((se**2).sum()) / len(se)) if len(se) else math.nan
 
@@ -39,7 +39,7 @@ def accuracy_table(train: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
     if evals.empty:
         return pd.DataFrame()
     g = evals.groupby(["model", "setting", "mode", "method", "task"], sort=False)
-    acc = g.agg(acc=("acc", "mean"), acc_stderr=("acc_stderr", _sem_combine), n=("n", "first"),
+    acc = g.agg(acc=("acc", "mean"), acc_stderr=("acc_stderr", combined_stderr), n=("n", "first"),
                 chance=("chance", "first"), seeds=("seed", "nunique")).reset_index()
     acc["acc"] *= 100
     acc["acc_stderr"] *= 100
@@ -136,7 +136,7 @@ def accuracy_markdown(acc: pd.DataFrame) -> str:
         if len(tasks) > 1:
             cells.append(f"{grp['acc'].mean():.2f}")
         d = grp["delta_vs_baseline"].mean()
-        ds = _sem_combine(grp["delta_stderr"]) if grp["delta_stderr"].notna().any() else math.nan
+        ds = combined_stderr(grp["delta_stderr"]) if grp["delta_stderr"].notna().any() else math.nan
         cells.append("–" if math.isnan(d) else f"{d:+.2f} ± {ds:.2f} (vs {grp['baseline'].iloc[0]})")
         lines.append("| " + " | ".join([model, setting, *cells]) + " |")
     chance = acc.groupby("task")["chance"].first()
