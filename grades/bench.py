@@ -378,7 +378,7 @@ def bench_kernels(comps, plan: Plan) -> dict:
     """The delta signal's arithmetic alone, on tensors of the tracked matrices' shapes:
     the released code's way (per matrix: cat, subtract, L1 norm, ``.item()``, copy) and
     our two kernels (:mod:`grades.signals`), fp32 and bf16 buffers; medians in ms."""
-    from . import signals
+    from .signals import delta_l1_norms, l1_norms, resolve_kernel
 
     g = [torch.randn_like(p) for c in comps for p in c.params]
     b32 = [x.clone() for x in g]
@@ -391,24 +391,10 @@ def bench_kernels(comps, plan: Plan) -> dict:
             b.view(-1).copy_(cur)
 
     def ours(kernel: str, buf):
-        def f():
-            old = signals.KERNEL
-            signals.KERNEL = kernel
-            try:
-                signals._delta_l1(g, buf, True).cpu()
-            finally:
-                signals.KERNEL = old
-        return f
+        return lambda: delta_l1_norms(g, buf, update=True, kernel=kernel).cpu()
 
     def l1(kernel: str):
-        def f():
-            old = signals.KERNEL
-            signals.KERNEL = kernel
-            try:
-                signals._l1(g).cpu()
-            finally:
-                signals.KERNEL = old
-        return f
+        return lambda: l1_norms(g, kernel=kernel).cpu()
 
     fns = {"released (weight delta)": released, "foreach fp32": ours("foreach", b32),
            "slices fp32": ours("slices", b32), "foreach bf16": ours("foreach", b16),
@@ -423,7 +409,7 @@ def bench_kernels(comps, plan: Plan) -> dict:
     n = sum(x.numel() for x in g)
     return {"elements": n, "ms": {k: 1e3 * med(v) for k, v in times.items()},
             "ns_per_element": {k: 1e9 * med(v) / n for k, v in times.items()},
-            "auto_kernel_on_cpu": "slices"}
+            "auto_kernel_on_cpu": resolve_kernel("auto", torch.device("cpu"))}
 
 
 # ------------------------------------------------------------- 1b speedup
