@@ -9,8 +9,10 @@ Three signals (see :data:`grades.config.SIGNALS`):
   (k = check interval). Needs a weight snapshot.
 
 A component's signal is the sum over its parameters (weight and bias, or LoRA A and B).
-Per-parameter L1 norms come from ``torch._foreach_norm``; they are summed per component
-with one ``index_add_`` and moved to the host with a single synchronisation per check.
+Per-parameter L1 norms come from the batched kernels :func:`l1_norms` and
+:func:`delta_l1_norms` (public, so :mod:`grades.bench` can time each ``kernel`` by name);
+they are summed per component with one ``index_add_`` and moved to the host with a
+single synchronisation per check.
 
 A delta has no value at its first measurement, nor for a parameter with no gradient:
 those entries are NaN, and NaN/Inf never counts as converged.
@@ -33,16 +35,24 @@ from .components import Component
 #   reduction is an in-place abs followed by a sum.
 # * "foreach" (CUDA and other devices): groups of _GROUP elements cut into _FSLICE-element
 #   slices, with torch._foreach_sub / _foreach_norm / _foreach_copy_ (few kernel launches).
-# KERNEL = "auto" picks by device; grades.bench times each on the machine at hand.
-KERNEL = "auto"
+# kernel="auto" (the default everywhere) picks by device, see resolve_kernel; grades.bench
+# times each kernel on the machine at hand by naming it.
+KERNELS = ("auto", "slices", "foreach")
 _SLICE = 1 << 18
 _FSLICE = 1 << 15
 _GROUP = 1 << 18
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _kernel(device: torch.device) -> str:
-    return KERNEL if KERNEL != "auto" else ("slices" if device.type == "cpu" else "foreach")
+def _checked(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown L1 kernel {kernel!r}; choose from {list(KERNELS)}")
+    return kernel
+
+
+def resolve_kernel(kernel: str, device: torch.device) -> str:
+    """The kernel that ``kernel`` means on ``device``: "auto" is "slices" on CPU, "foreach" elsewhere."""
+    return _checked(kernel) if kernel != "auto" else ("slices" if device.type == "cpu" else "foreach")
 
 
 def _owner_sum(per_slice: list[torch.Tensor], owner: list[int], n: int, device) -> torch.Tensor:
@@ -53,15 +63,20 @@ def _owner_sum(per_slice: list[torch.Tensor], owner: list[int], n: int, device) 
                           torch.stack(per_slice).to(torch.float64))
 
 
-def _l1(cur: list[torch.Tensor]) -> torch.Tensor:
-    """float64 ||cur_i||_1 per tensor."""
+def l1_norms(cur: list[torch.Tensor], *, kernel: str = "auto", slice_elements: int | None = None) -> torch.Tensor:
+    """float64 ||cur_i||_1 per tensor, on the tensors' device.
+
+    ``kernel``: "auto", "slices" or "foreach" (see :func:`resolve_kernel`);
+    ``slice_elements``: elements per slice of the "slices" kernel (default 2^18; the
+    "foreach" kernel takes one norm per tensor and does not slice)."""
     device = cur[0].device
-    if _kernel(device) != "slices":
+    if resolve_kernel(kernel, device) != "slices":
         return torch.stack(torch._foreach_norm(cur, 1)).to(torch.float64)
-    scratch = torch.empty(min(_SLICE, max(t.numel() for t in cur)), dtype=torch.float32, device=device)
+    size = _SLICE if slice_elements is None else slice_elements
+    scratch = torch.empty(min(size, max(t.numel() for t in cur)), dtype=torch.float32, device=device)
     per_slice, owner = [], []
     for i, c in enumerate(cur):
-        for cs in c.reshape(-1).split(_SLICE):
+        for cs in c.reshape(-1).split(size):
             s = scratch[: cs.numel()]
             torch.abs(cs, out=s) if cs.dtype == s.dtype else s.copy_(cs).abs_()
             per_slice.append(s.sum())
@@ -69,15 +84,20 @@ def _l1(cur: list[torch.Tensor]) -> torch.Tensor:
     return _owner_sum(per_slice, owner, len(cur), device)
 
 
-def _delta_l1(cur: list[torch.Tensor], buf: list[torch.Tensor], update: bool) -> torch.Tensor:
-    """float64 ||cur_i - buf_i||_1 per pair; with ``update`` also ``buf_i <- cur_i``."""
+def delta_l1_norms(cur: list[torch.Tensor], buf: list[torch.Tensor], *, update: bool, kernel: str = "auto",
+                   slice_elements: int | None = None) -> torch.Tensor:
+    """float64 ||cur_i - buf_i||_1 per pair, on the tensors' device; with ``update`` also ``buf_i <- cur_i``.
+
+    ``kernel``: "auto", "slices" or "foreach" (see :func:`resolve_kernel`);
+    ``slice_elements``: elements per slice (default 2^18 for "slices", 2^15 for "foreach")."""
     device = cur[0].device
     per_slice: list[torch.Tensor] = []
     owner: list[int] = []
-    if _kernel(device) == "slices":
-        scratch = torch.empty(min(_SLICE, max(t.numel() for t in cur)), dtype=torch.float32, device=device)
+    if resolve_kernel(kernel, device) == "slices":
+        size = _SLICE if slice_elements is None else slice_elements
+        scratch = torch.empty(min(size, max(t.numel() for t in cur)), dtype=torch.float32, device=device)
         for i, (c, b) in enumerate(zip(cur, buf)):
-            for cs, bs in zip(c.reshape(-1).split(_SLICE), b.reshape(-1).split(_SLICE)):
+            for cs, bs in zip(c.reshape(-1).split(size), b.reshape(-1).split(size)):
                 s = scratch[: cs.numel()]
                 torch.sub(cs, bs, out=s)
                 per_slice.append(s.abs_().sum())
@@ -85,15 +105,16 @@ def _delta_l1(cur: list[torch.Tensor], buf: list[torch.Tensor], update: bool) ->
                     bs.copy_(cs)
                 owner.append(i)
         return _owner_sum(per_slice, owner, len(cur), device)
+    size = _FSLICE if slice_elements is None else slice_elements
     cs_all: list[torch.Tensor] = []
     bs_all: list[torch.Tensor] = []
     for i, (c, b) in enumerate(zip(cur, buf)):
-        c_sl = c.reshape(-1).split(_FSLICE)
+        c_sl = c.reshape(-1).split(size)
         cs_all.extend(c_sl)
-        bs_all.extend(b.reshape(-1).split(_FSLICE))
+        bs_all.extend(b.reshape(-1).split(size))
         owner.extend([i] * len(c_sl))
     start, n = 0, len(cs_all)
-    per_group = max(1, _GROUP // _FSLICE)
+    per_group = max(1, _GROUP // size)
     while start < n:
         end = min(n, start + per_group)
         diff = torch._foreach_sub(cs_all[start:end], bs_all[start:end])
@@ -110,6 +131,8 @@ class SignalTracker:
     ``measure(active)`` returns a CPU float64 tensor with one value per component
     (NaN where there is none). ``active`` is a bool list: inactive (frozen) components
     are skipped entirely — no norm, no buffer update — and their buffers are freed.
+    ``kernel`` names the L1 kernel ("auto", the default, picks by device; see
+    :func:`resolve_kernel`).
     """
 
     def __init__(
@@ -121,8 +144,10 @@ class SignalTracker:
         buffer_dtype: str = "float32",
         sample_fraction: float | None = None,
         seed: int = 0,
+        kernel: str = "auto",
     ) -> None:
         self.components = components
+        self.kernel = _checked(kernel)
         self.signal = signal
         self.normalize = normalize
         self.buffer_dtype = _DTYPES[buffer_dtype]
@@ -207,13 +232,13 @@ class SignalTracker:
         device = cur[0].device
         per_param = torch.full((len(sel),), float("nan"), dtype=torch.float64, device=device)
         if self.signal == "grad_l1":
-            per_param.copy_(_l1(cur))
+            per_param.copy_(l1_norms(cur, kernel=self.kernel))
         else:
             have = [i for i, j in enumerate(sel) if self._buffer[j] is not None
                     and self._buffer[j].shape == cur[i].shape]
             if have:
-                norms = _delta_l1([cur[i] for i in have], [self._buffer[sel[i]] for i in have],
-                                  update=update_buffer)
+                norms = delta_l1_norms([cur[i] for i in have], [self._buffer[sel[i]] for i in have],
+                                       update=update_buffer, kernel=self.kernel)
                 idx = torch.tensor(have, dtype=torch.long, device=device)
                 per_param[idx] = norms
             if update_buffer:

@@ -149,28 +149,27 @@ def test_sampled_estimator_error_is_small_and_indices_are_shared():
     assert sampled.buffer_bytes() == values + indices
 
 
-def test_l1_kernels_agree_with_a_hand_computation(monkeypatch):
-    from grades import signals
+def test_l1_kernels_agree_with_a_hand_computation():
+    from grades.signals import delta_l1_norms, l1_norms
 
-    monkeypatch.setattr(signals, "_SLICE", 1000)  # several slices per tensor, and partial ones
-    monkeypatch.setattr(signals, "_FSLICE", 700)
     g = torch.Generator().manual_seed(0)
     cur = [torch.randn(70, 40, generator=g), torch.randn(333, generator=g), torch.randn(3, 3, generator=g)]
     buf = [torch.randn(c.shape, generator=g) for c in cur]
     want = torch.tensor([float((c - b).abs().sum(dtype=torch.float64)) for c, b in zip(cur, buf)],
                         dtype=torch.float64)
     want_l1 = torch.tensor([float(c.abs().sum(dtype=torch.float64)) for c in cur], dtype=torch.float64)
-    for kernel in ("slices", "foreach"):
-        monkeypatch.setattr(signals, "KERNEL", kernel)
+    # small slices: several slices per tensor, and partial ones
+    for kernel, size in (("slices", 1000), ("foreach", 700)):
+        kw = dict(kernel=kernel, slice_elements=size)
         b = [x.clone() for x in buf]
-        torch.testing.assert_close(signals._delta_l1(cur, b, update=False), want, rtol=1e-6, atol=0)
+        torch.testing.assert_close(delta_l1_norms(cur, b, update=False, **kw), want, rtol=1e-6, atol=0)
         assert all(torch.equal(x, y) for x, y in zip(b, buf))
-        torch.testing.assert_close(signals._delta_l1(cur, b, update=True), want, rtol=1e-6, atol=0)
+        torch.testing.assert_close(delta_l1_norms(cur, b, update=True, **kw), want, rtol=1e-6, atol=0)
         assert all(torch.equal(x, y) for x, y in zip(b, cur))
-        torch.testing.assert_close(signals._l1(cur), want_l1, rtol=1e-6, atol=0)
+        torch.testing.assert_close(l1_norms(cur, **kw), want_l1, rtol=1e-6, atol=0)
         b16 = [x.to(torch.bfloat16) for x in buf]
         want16 = torch.tensor([float((c - x.double()).abs().sum()) for c, x in zip(cur, b16)], dtype=torch.float64)
-        torch.testing.assert_close(signals._delta_l1(cur, b16, update=False), want16, rtol=1e-6, atol=0)
+        torch.testing.assert_close(delta_l1_norms(cur, b16, update=False, **kw), want16, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("warmup_all,warm", [(True, ["a", "b", "c"]), (False, ["a"])])

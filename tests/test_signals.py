@@ -102,3 +102,17 @@ def test_low_precision_and_sampled_buffers():
     torch.testing.assert_close(h, e, rtol=2e-2, atol=0)
     rel = ((s - e).abs() / e).max()
     assert rel < 0.35, f"sampled estimate off by {rel:.2f}"
+
+
+@pytest.mark.parametrize("signal", ["grad_delta_l1", "grad_l1"])
+def test_named_kernels_agree_with_auto(signal):
+    model = build_tiny("qwen3")
+    comps = discover_components(model)
+    trackers = {k: SignalTracker(comps, signal, kernel=k) for k in ("auto", "slices", "foreach")}
+    for seed in (0, 1):
+        _backward(model, seed)
+        got = {k: t.measure() for k, t in trackers.items()}
+    assert torch.equal(got["auto"], got["slices"])  # "auto" is "slices" on CPU
+    torch.testing.assert_close(got["foreach"], got["auto"], rtol=1e-5, atol=0)  # float32 sums, other order
+    with pytest.raises(ValueError, match="unknown L1 kernel"):
+        SignalTracker(comps, signal, kernel="fast")
