@@ -493,7 +493,7 @@ def workflow_run_config(path: str | Path, model: str | None, setting: str | None
             raise CalibrationError(
                 f"prepared {what} not found: {d} (no {probe}); prepare it first, e.g.\n"
                 f"  snakemake --cores all --configfile {path} {d}")
-    rc = gw.run_config(W, gw.Run(model, setting, W["seeds"][0]), str(model_dir), str(data_dir))
+    rc = gw.run_config(W, gw.PlannedRun(model, setting, W["seeds"][0]), str(model_dir), str(data_dir))
     return rc, model, setting
 
 

@@ -63,6 +63,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from .resources import tasks_dir
+
 log = logging.getLogger("grades.evaluate")
 
 #: lm-eval's own tasks this harness knows about (they need the Hub or a warm HF cache).
@@ -116,12 +118,6 @@ set_offline()  # before lm_eval / datasets / huggingface_hub are imported
 
 
 # --------------------------------------------------------------------------- tasks
-
-def tasks_dir() -> Path:
-    """Directory with the local task templates (``$GRADES_EVAL_TASKS_DIR`` overrides)."""
-    env = os.environ.get("GRADES_EVAL_TASKS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "evals" / "tasks"
-
 
 def local_tasks(directory: str | Path | None = None) -> dict[str, Path]:
     """``{task name: template yaml}`` for every ``*.yaml`` template in ``directory``."""

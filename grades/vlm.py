@@ -81,6 +81,7 @@ import torch
 from .config import ConfigError, closest
 from .io import atomic_dir, atomic_write_json, atomic_write_text
 from .models.source import ModelSource
+from .resources import hub_tasks_dir
 
 FAMILIES = ("idefics3",)
 TINY_VLM_DEFAULTS: dict[str, Any] = {
@@ -804,13 +805,6 @@ def lm_eval_tasks(tasks: list[str]) -> list[str]:
 
     templates = local_tasks()
     return [t for t in tasks if t in templates]
-
-
-def hub_tasks_dir() -> Path:
-    """``evals/tasks/hub``: lm-eval tasks over Hub datasets (GQA, VQAv2, COCO Caption, MMStar)."""
-    from .evaluate import tasks_dir
-
-    return tasks_dir() / "hub"
 
 
 def hub_tasks() -> dict[str, Path]:

@@ -35,9 +35,10 @@ import yaml
 
 from .config import ConfigError, closest
 from .overrides import set_path
+from .resources import workflow_schema
 from .schema import validate
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = workflow_schema()
 #: tables written beside accuracy/efficiency when report.paper_models is set (grades.report.paper)
 PAPER_TABLES = ("paper_accuracy.csv", "paper_accuracy.md", "paper_reference.md", "paper_comparison.csv",
                 "paper_comparison.md", "paper_efficiency.csv", "paper_efficiency.md", "paper_multimodal.csv",
@@ -63,7 +64,9 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 @dataclass(frozen=True)
-class Run:
+class PlannedRun:
+    """One run the workflow plans: a model, a setting (display name) and a seed."""
+
     model: str
     setting: str  # display name
     seed: int
@@ -168,7 +171,7 @@ def enabled_models(cfg: dict) -> list[str]:
     return [m for m, mc in cfg["models"].items() if mc["group"] is None or mc["group"] in cfg["groups"]]
 
 
-def runs(cfg: dict) -> list[Run]:
+def runs(cfg: dict) -> list[PlannedRun]:
     """Runs of the main target (``snakemake all``)."""
     extra = cfg.get("extra", {})
     out = []
@@ -183,7 +186,7 @@ def runs(cfg: dict) -> list[Run]:
             elif mc["settings_only"] is not None and s not in mc["settings_only"]:
                 continue
             for seed in cfg["seeds"]:
-                out.append(Run(m, s, seed))
+                out.append(PlannedRun(m, s, seed))
     return out
 
 
@@ -196,7 +199,7 @@ def compare_models(cfg: dict) -> list[str]:
     return models
 
 
-def compare_runs(cfg: dict) -> list[Run]:
+def compare_runs(cfg: dict) -> list[PlannedRun]:
     """Runs of the ``compare`` target, model by model: the included main settings
     (runs shared with the main target), then compare-only and sweep settings."""
     extra = cfg.get("extra", {})
@@ -212,7 +215,7 @@ def compare_runs(cfg: dict) -> list[Run]:
             elif m not in cmodels or s not in (include if include is not None else only or cfg["settings"]):
                 continue
             for seed in cfg["seeds"]:
-                out.append(Run(m, s, seed))
+                out.append(PlannedRun(m, s, seed))
     return out
 
 
@@ -305,7 +308,7 @@ def setting_by_slug(cfg: dict, s: str) -> str:
     raise KeyError(s)
 
 
-def run_config(cfg: dict, run: Run, model_dir: str, data_dir: str) -> dict:
+def run_config(cfg: dict, run: PlannedRun, model_dir: str, data_dir: str) -> dict:
     """The validated run config of one (model, setting, seed)."""
     from .train import load_run_config
 

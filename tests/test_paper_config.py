@@ -56,26 +56,26 @@ def test_optional_qwen3_sizes_group(cfg):
 
 def test_known_thresholds_come_from_the_paper(cfg):
     t = thresholds()
-    fp = gw.run_config(cfg, gw.Run("llama-3.1-8b", "FP+GradES", 0), "m", "d")
+    fp = gw.run_config(cfg, gw.PlannedRun("llama-3.1-8b", "FP+GradES", 0), "m", "d")
     assert fp["method"]["tau"] == float(t["readme_llm_fft"]["tau"]) and fp["method"]["alpha"] == float(
         t["readme_llm_fft"]["alpha"])
     assert fp["method"]["signal"] == "weight_delta_l1"  # the criterion those taus were published for
-    lora = gw.run_config(cfg, gw.Run("mistral-7b", "LoRA+GradES", 0), "m", "d")
+    lora = gw.run_config(cfg, gw.PlannedRun("mistral-7b", "LoRA+GradES", 0), "m", "d")
     assert lora["method"]["tau"] == float(t["readme_llm_lora"]["tau"])
-    q14 = gw.run_config(cfg, gw.Run("qwen3-14b", "LoRA+GradES", 0), "m", "d")
+    q14 = gw.run_config(cfg, gw.PlannedRun("qwen3-14b", "LoRA+GradES", 0), "m", "d")
     assert q14["method"]["tau"] == float(t["readme_first_version"]["tau"])
-    q06 = gw.run_config(cfg, gw.Run("qwen3-0.6b", "LoRA+GradES", 0), "m", "d")
+    q06 = gw.run_config(cfg, gw.PlannedRun("qwen3-0.6b", "LoRA+GradES", 0), "m", "d")
     assert q06["method"]["tau"] == float(t["paper_figure1"]["tau"]) and q06["method"]["signal"] == "grad_l1"
     # VLM thresholds: one per tower, the single tau of the language models dropped
-    lq = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "LoRA+GradES", 0), "m", "d")["method"]
+    lq = gw.run_config(cfg, gw.PlannedRun("qwen2.5-vl-7b", "LoRA+GradES", 0), "m", "d")["method"]
     row = t["readme_vlm_lora"]
     assert (lq["vision_tau"], lq["language_tau"], lq["alpha"], lq["tau"]) == (
         float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]), None)
-    fq = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "FP+GradES", 0), "m", "d")["method"]
+    fq = gw.run_config(cfg, gw.PlannedRun("qwen2.5-vl-7b", "FP+GradES", 0), "m", "d")["method"]
     row = t["readme_vlm_fft"]
     assert (fq["vision_tau"], fq["language_tau"], fq["alpha"]) == (
         float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]))
-    n = gw.run_config(cfg, gw.Run("nanovlm", "FP+GradES", 0), "m", "d")["method"]
+    n = gw.run_config(cfg, gw.PlannedRun("nanovlm", "FP+GradES", 0), "m", "d")["method"]
     row = t["nanovlm_readme_table10"]
     assert (n["vision_tau"], n["language_tau"], n["alpha"], n["check_interval"], n["signal"]) == (
         float(row["vision_tau"]), float(row["language_tau"]), float(row["alpha"]), int(row["compute_interval"]),
@@ -92,13 +92,13 @@ def test_vlm_experiments_expand_into_runs(cfg):
         "coarse_perception", "fine_grained_perception", "instance_reasoning", "logical_reasoning", "math",
         "science_technology")]
     # the paper README's Qwen2.5-VL recipe: LoRA r 128 / alpha 256 on both towers, lr 1e-4, batch 1
-    lora = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "LoRA", 0), "m", "d")
+    lora = gw.run_config(cfg, gw.PlannedRun("qwen2.5-vl-7b", "LoRA", 0), "m", "d")
     assert (lora["lora"]["r"], lora["lora"]["alpha"], lora["lora"]["targets"]) == (128, 256, ["@language", "@vision"])
     assert lora["optim"]["lr"] == 1.0e-4 and lora["batch_size"] == 1 and lora["grad_accum"] == 1
     assert lora["data"]["prompt"] == "chat" and lora["data"]["encode"] == "lazy"
-    fp = gw.run_config(cfg, gw.Run("qwen2.5-vl-7b", "FP", 0), "m", "d")
+    fp = gw.run_config(cfg, gw.PlannedRun("qwen2.5-vl-7b", "FP", 0), "m", "d")
     assert fp["optim"]["lr"] == 2.0e-5 and fp["model"]["dtype"] == "bfloat16"
-    nano = gw.run_config(cfg, gw.Run("nanovlm", "FP", 0), "m", "d")
+    nano = gw.run_config(cfg, gw.PlannedRun("nanovlm", "FP", 0), "m", "d")
     assert "prompt" not in nano["data"] and nano["data"]["encode"] == "lazy"  # plain prompts, the default
     src = cfg["models"]["nanovlm"]
     assert src["source"] == "compose-vlm:idefics3" and src["options"]["language"] == "hf:HuggingFaceTB/SmolLM2-135M"
@@ -137,10 +137,10 @@ def test_bad_vlm_entries_name_the_field():
 
 
 def test_run_configs_for_the_gpu_cluster(cfg):
-    rc = gw.run_config(cfg, gw.Run("phi-4", "LoRA", 0), "m", "d")
+    rc = gw.run_config(cfg, gw.PlannedRun("phi-4", "LoRA", 0), "m", "d")
     assert rc["lora"]["targets"] == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # Phi-3 fused projections
     assert rc["model"]["dtype"] == "bfloat16" and rc["device"] == "auto" and rc["optim"]["lr"] == 2.0e-4
-    fp = gw.run_config(cfg, gw.Run("qwen3-14b", "FP", 0), "m", "d")
+    fp = gw.run_config(cfg, gw.PlannedRun("qwen3-14b", "FP", 0), "m", "d")
     assert fp["optim"]["lr"] == 2.0e-5 and fp["steps"] == 3500 and fp["seq_len"] == 256
     # the VLM-only data fields have no schema default: a language model's run.yaml does not change
     assert "prompt" not in fp["data"] and "encode" not in fp["data"]

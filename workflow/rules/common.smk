@@ -6,7 +6,7 @@ def run_dir(run):
 
 
 def _run(wc):
-    return gw.Run(wc.model, gw.setting_by_slug(W, wc.setting), int(wc.seed))
+    return gw.PlannedRun(wc.model, gw.setting_by_slug(W, wc.setting), int(wc.seed))
 
 
 def _model_dir(model):
