@@ -178,7 +178,7 @@ def test_benchmark_scores_reach_both_tables(tmp_path):
                            "coco_caption": {"metric_list": [{"metric": "cider"}]}},
                "n-samples": {t: {"original": 100, "effective": 100} for t in ("gqa", "vqav2", "coco_caption")},
                "versions": {t: 1.0 for t in ("gqa", "vqav2", "coco_caption")}}
-        entries = {t: vlm._task_entry(t, res, "vllm-vlm") for t in ("gqa", "vqav2", "coco_caption")}
+        entries = {t: vlm.task_entry(t, res, "vllm-vlm") for t in ("gqa", "vqav2", "coco_caption")}
         assert entries["coco_caption"]["score"] == c and entries["coco_caption"]["score_stderr"] is None
         assert entries["vqav2"]["metric"] == "vqa_acc" and entries["gqa"]["n"] == 100
         (target / "eval.json").write_text(json.dumps({"backend": "grades-vlm", "tasks": entries}))

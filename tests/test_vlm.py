@@ -179,7 +179,7 @@ def test_batches_train_and_resume_identically(tiny, shapes_dir):
 
 def test_pad_cat_pads_other_dims():
     a, b = torch.ones(1, 1, 2, 2), torch.ones(1, 2, 3, 2)
-    out = vlm._pad_cat([a, b])
+    out = vlm.pad_cat([a, b])
     assert out.shape == (2, 2, 3, 2) and out[0, 1].abs().sum() == 0 and out[0, 0, 2].abs().sum() == 0
 
 
@@ -279,7 +279,7 @@ def test_cli_prepare_and_evaluate(shapes_dir, tmp_path, capsys):
 def test_finetuning_moves_accuracy_above_chance(tmp_path):
     """A randomly initialised tiny VLM (about 0.46M parameters), 1000 steps of batch 16 on
     2000 pictures, one thread (under a minute): accuracy rises more than 2 stderr above
-    chance (counting is learnt first; see the measurements in grades/vlm.py's docstring)."""
+    chance (counting is learnt first; see the measurements in the docstring of grades/vlm/build.py)."""
     torch.set_num_threads(1)
     data = prepare_dataset("synthetic:shapes", tmp_path / "shapes")
     model, proc = vlm.build_tiny_vlm({"data": str(data)})
@@ -388,7 +388,7 @@ def test_vllm_backend_merges_the_adapter_first(tiny, shapes_dir, tmp_path, monke
                     same=all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), want.state_dict().values())))
         return {t: {"metric": "vqa_acc", "score": 0.5, "vqa_acc": 0.5, "n": 2} for t in tasks}
 
-    monkeypatch.setattr(vlm, "run_lm_eval", fake_run)
+    monkeypatch.setattr(vlm.evaluate, "run_lm_eval", fake_run)  # where evaluate_vlm looks it up
     s = vlm.evaluate_vlm(tiny, None, task="vqav2", adapter=tmp_path / "adapter", backend="vllm",
                          vllm={"tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": None},
                          out=tmp_path / "eval.json")

@@ -36,8 +36,8 @@ from .source import ModelSource, check_typed_options
 
 SOURCES = Registry("model source kind", "model.source", {
     "tiny": "grades.models.tiny:SOURCE",
-    "tiny-vlm": "grades.vlm:TINY_SOURCE",
-    "compose-vlm": "grades.vlm:COMPOSE_SOURCE",
+    "tiny-vlm": "grades.vlm.build:TINY_SOURCE",
+    "compose-vlm": "grades.vlm.compose:COMPOSE_SOURCE",
     "pypi-gguf": "grades.models.gguf:SOURCE",
     "hf": "grades.models.hub:SOURCE",
 })
