@@ -1,0 +1,16 @@
+"""The errors an evaluation reports before (or instead of) scoring: bad inputs, missing files,
+tasks that do not load. The CLI turns every one of them into exit code 2."""
+
+from __future__ import annotations
+
+
+class EvalConfigError(ValueError):
+    """Bad evaluation inputs (reported before any model is loaded)."""
+
+
+class MissingInputError(EvalConfigError, FileNotFoundError):
+    """A model / adapter / data path that should exist does not."""
+
+
+class TaskLoadError(EvalConfigError):
+    """A task (or its dataset) could not be loaded."""
