@@ -1,5 +1,6 @@
-"""PEFT LoRA adapters at evaluation time: reading their config, the LoRA rank vLLM must
-be told, and merging an adapter into its base model (``eval.lora: merged``)."""
+"""PEFT LoRA adapters at evaluation time: their config, their rank for vLLM, merging one.
+
+Merging is the ``eval.lora: merged`` path: the backend then scores a plain checkpoint."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""lm-eval's arguments for one evaluation: the backends (``hf``, ``vllm`` and their
-vision-language models), the options of a run, and ``simple_evaluate``'s keyword arguments."""
+"""lm-eval's arguments: the backends, the options of one run, simple_evaluate's keywords.
+
+Backends are ``hf`` and ``vllm``, and their vision-language models (``hf-multimodal``,
+``vllm-vlm``) for grades.vlm."""
 
 from __future__ import annotations
 

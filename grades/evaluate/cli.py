@@ -1,5 +1,6 @@
-"""The command line, ``python -m grades.evaluate``: its options, and ``main`` (exit code 0,
-or 2 with a one-line error for bad inputs)."""
+"""The command line ``python -m grades.evaluate``: its options and ``main``.
+
+Exit code 0, or 2 with a one-line error for bad inputs (:mod:`.errors`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The prepared dataset directories of local tasks: which directory each task reads
-(``--data``), and a check of their rows before any model is loaded.
+"""The data dirs of local tasks: which directory each task reads, and a check of its rows.
+
+Both happen before any model is loaded (``--data``).
 
 A prepared directory holds ``test.jsonl`` and ``validation.jsonl`` with rows
 ``{"id", "context", "question", "choices", "label"}``.

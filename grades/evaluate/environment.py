@@ -1,5 +1,7 @@
-"""The process an evaluation runs in: Hugging Face offline by default, quiet libraries,
-a temporary torch thread count, and the versions of the packages that score."""
+"""The process an evaluation runs in: HF offline, quiet libraries, torch threads, versions.
+
+Hugging Face is offline unless asked otherwise; the torch thread count is temporary; the
+versions are those of the packages that score (recorded in eval.json)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The errors an evaluation reports before (or instead of) scoring: bad inputs, missing files,
-tasks that do not load. The CLI turns every one of them into exit code 2."""
+"""The errors an evaluation reports instead of scoring: bad inputs, missing files, bad tasks.
+
+The CLI turns every one of them into exit code 2."""
 
 from __future__ import annotations
 

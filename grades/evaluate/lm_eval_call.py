@@ -1,5 +1,7 @@
-"""One call of ``lm_eval.simple_evaluate``: the local templates rendered for their data,
-lm-eval's task manager, a preflight load of the tasks, then the scoring under a torch
+"""One call of ``lm_eval.simple_evaluate``, from the task names to lm-eval's results.
+
+The local templates are rendered for their data, lm-eval's task manager loads every task
+first (a preflight: task errors before any model), then the scoring runs under a torch
 thread limit."""
 
 from __future__ import annotations

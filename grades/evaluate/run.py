@@ -1,5 +1,7 @@
-"""``evaluate()``: one evaluation from its inputs to eval.json - check the inputs, split and
-check the tasks, merge the adapter if asked, call lm-eval, summarise, write."""
+"""``evaluate()``: one evaluation, from its inputs to eval.json.
+
+Check the inputs, split and check the tasks, merge the adapter if asked, call lm-eval,
+summarise, write eval.json (and the samples) through :class:`grades.rundir.RunDir`."""
 
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
     if res is None:  # non-zero rank in a distributed run
         return {}
 
-    per_task = task_summaries(res, names, data_dirs, data_stats, limit)
+    per_task = task_summaries(res, names, data_dirs, data_stats, opts.limit)
     summary = eval_document(res, per_task, opts, model_dir=model_dir, adapter_dir=adapter_dir,
                             tokenizer_dir=tok_dir, tokenizer_given=tokenizer is not None, lora=lora_mode,
                             lm_time=lm_time, t_start=t_start)

@@ -1,5 +1,7 @@
-"""lm-eval's per-document samples of a multiple-choice task: the (context, choice) requests,
-the choice log-likelihoods, and the per-item records of the samples file."""
+"""lm-eval's per-document samples of multiple-choice tasks, and the per-item records.
+
+From each sample: its (context, choice) requests and the choice log-likelihoods; one
+record per scored document goes to the samples file."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""lm-eval's results of one evaluation -> the eval.json document: a summary per task
-(accuracy, stderr, counts, chance level), token and FLOP estimates, and the versions and
-options that produced them.
+"""The eval.json document, made from lm-eval's results of one evaluation.
+
+A summary per task (accuracy, stderr, counts, chance level), token and FLOP estimates,
+and the versions and options that produced them.
 
 ``eval.json``::
 

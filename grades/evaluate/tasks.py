@@ -1,5 +1,6 @@
-"""Task names: which requested tasks are local templates (``evals/tasks``) and which are
-lm-eval's own, and the rendering of the local templates for the data dirs of one run.
+"""Task names and the local task templates (``evals/tasks``) rendered for a run's data.
+
+Which requested tasks are local templates and which are lm-eval's own.
 
 Local tasks (``world_mc``, ``siqa_local``, ...) read a prepared dataset directory whose path
 is only known at run time: their YAML templates carry ``@DATA_DIR@`` / ``@CACHE_DIR@``
