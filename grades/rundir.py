@@ -31,12 +31,13 @@ from typing import Any, Iterator
 
 import yaml
 
-from .io import atomic_write_json
+from .io import atomic_write_json, atomic_write_text
 
 RUN_CONFIG = "run.yaml"
 TRAIN = "train.json"
 TRAIN_FAILED = "train_failed.json"
 EVAL = "eval.json"
+SAMPLES = "samples.jsonl"  # per-item scores (grades.evaluate --samples-out: wherever it is asked to)
 SIGNALS = "signals.csv"
 EVENTS = "freeze_events.csv"
 SUMMARY = "grades_summary.json"
@@ -199,6 +200,11 @@ class RunDir:
 
     def write_eval(self, doc: dict, path: str | Path | None = None) -> Path:
         return atomic_write_json(Path(path) if path is not None else self.path / EVAL, doc)
+
+    def write_samples(self, records: list[dict], path: str | Path | None = None) -> Path:
+        """The per-item records of an evaluation as JSON lines (one per scored document)."""
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        return atomic_write_text(Path(path) if path is not None else self.path / SAMPLES, text)
 
 
 def method_name(m: Any) -> str:

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from grades import evaluate as ev
+from grades.evaluate import run as ev_run
+from grades.resources import tasks_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft -> transformers deprecation
 
@@ -99,7 +101,7 @@ def test_local_templates_mirror_lm_eval_social_iqa(tmp_path):
     import lm_eval
 
     assert set(ev.local_tasks()) == {"world_mc", "siqa_local", "shapes_gen"}
-    assert not (ev.tasks_dir().parent / "__init__.py").exists()  # `evals` is a data dir
+    assert not (tasks_dir().parent / "__init__.py").exists()  # `evals` is a data dir
     d = tmp_path / 'we"ird dir'
     ev.render_tasks({"siqa_local": d, "world_mc": tmp_path / "w"}, tmp_path / "inc",
                     cache_dir=tmp_path / "c")
@@ -211,7 +213,7 @@ def test_task_summary_from_lm_eval_results():
            "versions": {"arc_easy": 1.0}, "n-shot": {"arc_easy": 0}}
     samples = [{"arguments": [("q", " a")] * 4}, {"arguments": {"gen_args_0": {"arg_0": "q", "arg_1": " a"},
                                                                "gen_args_1": {"arg_0": "q", "arg_1": " b"}}}]
-    t = ev._task_summary("arc_easy", res, samples, None)
+    t = ev.task_summary("arc_easy", res, samples, None)
     assert t["acc"] == 1.0 and t["acc_stderr"] is None and t["acc_norm"] == 0.0
     assert t["n"] == 1 and t["n_total"] == 2376 and t["n_choices_range"] == [2, 4]
     assert t["chance_acc"] == pytest.approx((1 / 4 + 1 / 2) / 2)
@@ -316,7 +318,7 @@ def test_error_adapter_without_config(tiny, tmp_path):
 
 
 def test_error_vllm_not_installed_and_cli_exit_code(tiny, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ev, "find_spec", lambda name: None)
+    monkeypatch.setattr(ev_run, "find_spec", lambda name: None)
     with pytest.raises(ev.EvalConfigError, match="vllm is not installed"):
         ev.evaluate(tiny["model"], "world_mc", data=tiny["data"], backend="vllm")
     rc = ev.main(["--model", str(tmp_path / "nope"), "--tasks", "world_mc",

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from grades import evaluate as ev
+from grades.evaluate import run as ev_run
 from grades import workflow as gw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,14 +132,14 @@ def test_evaluate_merged_scores_the_merged_model_and_records_it(tiny_with_adapte
     root = tiny_with_adapter
     seen = {}
 
-    def fake_run(lm_eval, model_dir, adapter_dir, names, *a, **kw):
+    def fake_run(model_dir, adapter_dir, names, *a, **kw):
         seen.update(model=Path(model_dir), adapter=adapter_dir, files=sorted(p.name for p in Path(model_dir).iterdir()))
         res = {"results": {"piqa": {"acc,none": 0.5, "acc_stderr,none": 0.1}},
                "n-samples": {"piqa": {"original": 1838, "effective": 4}}, "versions": {"piqa": 1.0},
                "n-shot": {"piqa": 0}}
-        return res, 0.1, names
+        return res, 0.1
 
-    monkeypatch.setattr(ev, "_run_lm_eval", fake_run)
+    monkeypatch.setattr(ev_run, "run_lm_eval", fake_run)
     out = tmp_path / "eval.json"
     s = ev.evaluate(root / "model", ["piqa"], adapter=root / "adapter", out=out, merge=True,
                     merge_dir=tmp_path, limit=4)

@@ -79,7 +79,7 @@ def mean_stderr(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def summarize_scores(scores: list[dict], n_total: int | None = None, data: str | None = None) -> dict:
-    """A task entry of eval.json (the fields of :func:`grades.evaluate._task_summary`)."""
+    """A task entry of eval.json (the fields of :func:`grades.evaluate.summary.task_summary`)."""
     acc, se = mean_stderr([s["acc"] for s in scores])
     accn, sen = mean_stderr([s["acc_norm"] for s in scores])
     kinds = [len(s["loglikelihoods"]) for s in scores]
