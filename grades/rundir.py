@@ -81,8 +81,23 @@ def read_json(path: Path, quiet: bool = False) -> dict | None:
     return doc
 
 
+def read_table(path: str | Path):
+    """A CSV exactly as written: every column, pandas' own types, no checks (an empty file gives
+    an empty frame). For readers that check the columns themselves: calibration takes a signals
+    table from anywhere. Raises FileNotFoundError when the file is missing."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def read_csv(path: Path, columns: list[str]):
-    """A signals / freeze-events CSV as a DataFrame with ``columns`` (empty when missing or damaged)."""
+    """A signals / freeze-events CSV as a DataFrame with ``columns`` (empty when missing or damaged).
+
+    ``step`` and (when asked for) ``layer`` are integers, rows without them are dropped;
+    ``value``, ``signal``, ``tau`` and ``params`` are floats."""
     import pandas as pd
 
     empty = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
@@ -102,14 +117,15 @@ def read_csv(path: Path, columns: list[str]):
         return empty
     if df.empty:
         return empty
-    for c in ("step", "layer"):
+    keys = [c for c in ("step", "layer") if c in columns]
+    for c in keys:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in ("value", "signal", "tau", "params"):
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
-    df = df.dropna(subset=["step", "layer"])
-    df["step"] = df["step"].astype(int)
-    df["layer"] = df["layer"].astype(int)
+    df = df.dropna(subset=keys)
+    for c in keys:
+        df[c] = df[c].astype(int)
     return df.reset_index(drop=True)
 
 
@@ -177,8 +193,8 @@ class RunDir:
         return read_csv(self.path / EVENTS, EVENT_COLUMNS)
 
     def freeze_steps(self) -> dict[str, int]:
-        """component -> step at which it froze."""
-        ev = self.events()
+        """component -> step at which it froze, in the file's order (needs only those two columns)."""
+        ev = read_csv(self.path / EVENTS, ["step", "component"])
         return {str(c): int(s) for c, s in zip(ev["component"], ev["step"])}
 
     # ------------------------------------------------------------ writers
@@ -356,11 +372,16 @@ def setting_rank(r: Run) -> int:
     return {"fp": 0, "lora": 1}.get(r.mode, 2)
 
 
-def find_runs(root: str | Path) -> list[Run]:
-    """Finished runs under ``root``, the lowest seed per model x setting (for figures)."""
+def lowest_seeds(runs: list[Run]) -> list[Run]:
+    """The lowest seed of each model x setting, sorted by model, full fine-tuning before LoRA, setting."""
     best: dict[tuple[str, str], Run] = {}
-    for r in finished_runs(root, quiet=False):
+    for r in runs:
         key = (r.model, r.setting)
         if key not in best or r.seed < best[key].seed:
             best[key] = r
     return sorted(best.values(), key=lambda r: (r.model, setting_rank(r), r.setting))
+
+
+def find_runs(root: str | Path) -> list[Run]:
+    """Finished runs under ``root``, the lowest seed per model x setting (for figures)."""
+    return lowest_seeds(finished_runs(root, quiet=False))
