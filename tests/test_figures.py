@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from grades import rundir
 from grades.report import figures as F
+from grades.report import freeze_figures as FF
+from grades.report import plotting
+from grades.report import signal_figures as SF
 from grades.report.__main__ import main as report_main
 
 TYPES = [("attn", "q"), ("attn", "k"), ("attn", "v"), ("attn", "o"), ("mlp", "gate"), ("mlp", "up"), ("mlp", "down")]
@@ -49,9 +53,9 @@ def write_run(root, model, slug, *, name, mode, method, tau=1.0, alpha=0.25, ste
                             frozen[comp] = step
                             ev_rows.append([step, comp, layer, kind, t, "language", 4096, v, tau, "converged"])
                     sig_rows.append([step, comp, layer, kind, t, "language", v])
-    sig = pd.DataFrame(sig_rows if signals else [], columns=F.SIGNAL_COLUMNS)
+    sig = pd.DataFrame(sig_rows if signals else [], columns=rundir.SIGNAL_COLUMNS)
     sig.to_csv(d / "signals.csv", index=False)
-    pd.DataFrame(ev_rows, columns=F.EVENT_COLUMNS).to_csv(d / "freeze_events.csv", index=False)
+    pd.DataFrame(ev_rows, columns=rundir.EVENT_COLUMNS).to_csv(d / "freeze_events.csv", index=False)
     n_comp = layers * len(TYPES)
     grades = None
     if method == "grades":
@@ -104,7 +108,7 @@ def written(runs_dir, tmp_path_factory):
 
 def test_write_figures_writes_valid_png_and_pdf(written):
     out, paths, err = written
-    assert sorted(paths) == sorted(f"{n}.{e}" for n in F.FIGURES for e in F.FORMATS)
+    assert sorted(paths) == sorted(f"{n}.{e}" for n in F.FIGURES for e in plotting.FORMATS)
     for key, p in paths.items():
         assert p.exists() and p.parent == out
         data = p.read_bytes()
@@ -120,7 +124,7 @@ def test_write_figures_writes_valid_png_and_pdf(written):
 
 def test_find_runs_skips_failed_and_keeps_lowest_seed(runs_dir):
     root, _ = runs_dir
-    runs = F.find_runs(root)
+    runs = rundir.find_runs(root)
     assert [(r.model, r.setting, r.seed) for r in runs] == [
         ("model-a", "FP", 0), ("model-a", "FP+GradES", 0), ("model-b", "LoRA+GradES", 0)]
     assert [r.setting for r in F.grades_runs(runs, need_signals=True)] == ["FP+GradES", "LoRA+GradES"]
@@ -128,7 +132,7 @@ def test_find_runs_skips_failed_and_keeps_lowest_seed(runs_dir):
 
 def test_layer_signal_data_selects_requested_layer_and_tau_from_run_yaml(runs_dir):
     _, info = runs_dir
-    d = F.layer_signal_data(info["fp_grades"][0], layer=1)
+    d = SF.layer_signal_data(info["fp_grades"][0], layer=1)
     sig = d["signals"]
     assert d["layer"] == 1 and set(sig["layer"]) == {1}
     assert len(sig) == 40 * len(TYPES)
@@ -138,26 +142,26 @@ def test_layer_signal_data_selects_requested_layer_and_tau_from_run_yaml(runs_di
     assert row["value"].iloc[0] == pytest.approx(synth_signal(5, 1, "up"), rel=1e-6)
     assert set(d["events"]["step"]) <= set(range(10, 41)) and len(d["events"]) > 0
     # the default is the middle layer: 4 layers -> 2, 6 layers -> 3; the tau is the run's own
-    assert F.layer_signal_data(info["fp_grades"][0])["layer"] == 2
-    lora = F.layer_signal_data(info["lora_grades"][0])
+    assert SF.layer_signal_data(info["fp_grades"][0])["layer"] == 2
+    lora = SF.layer_signal_data(info["lora_grades"][0])
     assert lora["layer"] == 3 and lora["tau"] == 2.0
     # a layer the model does not have: no data (and no crash)
-    assert F.layer_signal_data(info["fp_grades"][0], layer=5) is None
+    assert SF.layer_signal_data(info["fp_grades"][0], layer=5) is None
 
 
 def test_tau_prefers_run_yaml_then_train_json(tmp_path):
     d, _, _ = write_run(tmp_path, "m", "fp-grades", name="FP+GradES", mode="fp", method="grades", tau=0.5,
                         tau_in_train=0.7)
-    assert F.load_run(d).tau_for("language") == 0.5
+    assert rundir.load_run(d).tau_for("language") == 0.5
     (d / "run.yaml").unlink()
-    assert F.load_run(d).tau_for("language") == 0.7
+    assert rundir.load_run(d).tau_for("language") == 0.7
 
 
 def test_frozen_fraction_curve_monotone_and_ends_at_events_over_components(runs_dir):
     _, info = runs_dir
     d, events, n = info["fp_grades"]
-    run = F.load_run(d)
-    curve = F.frozen_fraction_curve(run.events, run.n_components, run.steps_run)
+    run = rundir.load_run(d)
+    curve = FF.frozen_fraction_curve(run.events, run.n_components, run.steps_run)
     assert run.n_components == n == 28
     assert curve["fraction"].is_monotonic_increasing and curve["step"].is_monotonic_increasing
     assert curve.iloc[0].tolist()[:2] == [0, 0]
@@ -169,18 +173,18 @@ def test_frozen_fraction_curve_monotone_and_ends_at_events_over_components(runs_
 
 def test_frozen_fraction_curve_counts_events_per_step():
     ev = pd.DataFrame({"step": [5, 5, 9, 12]})
-    c = F.frozen_fraction_curve(ev, 8, 20)
+    c = FF.frozen_fraction_curve(ev, 8, 20)
     assert c["step"].tolist() == [0, 5, 9, 12, 20]
     assert c["frozen"].tolist() == [0, 2, 3, 4, 4]
     assert c["fraction"].iloc[-1] == 0.5
-    empty = F.frozen_fraction_curve(pd.DataFrame({"step": []}), 8, 20)
+    empty = FF.frozen_fraction_curve(pd.DataFrame({"step": []}), 8, 20)
     assert empty["fraction"].tolist() == [0.0, 0.0]
 
 
 def test_freeze_step_grid_marks_never_frozen(runs_dir):
     _, info = runs_dir
-    run = F.load_run(info["fp_grades"][0])
-    step, tracked = F.freeze_step_grid(run.signals, run.events)
+    run = rundir.load_run(info["fp_grades"][0])
+    step, tracked = FF.freeze_step_grid(run.signals, run.events)
     assert list(step.columns) == ["q", "k", "v", "o", "gate", "up", "down"]
     assert list(step.index) == [0, 1, 2, 3] and tracked.to_numpy().all()
     assert step.loc[0].isna().all()  # layer 0's signal never drops below tau
@@ -192,8 +196,8 @@ def test_freeze_step_grid_marks_never_frozen(runs_dir):
 
 def test_mean_signal_by_type_averages_layers_still_training(runs_dir):
     _, info = runs_dir
-    run = F.load_run(info["fp_grades"][0])
-    table = F.mean_signal_by_type(run.signals)
+    run = rundir.load_run(info["fp_grades"][0])
+    table = SF.mean_signal_by_type(run.signals)
     assert list(table.columns) == ["q", "k", "v", "o", "gate", "up", "down"]
     expected = np.mean([synth_signal(3, layer, "gate") for layer in range(4)])
     assert table.loc[3, "gate"] == pytest.approx(expected, rel=1e-6)
@@ -202,21 +206,21 @@ def test_mean_signal_by_type_averages_layers_still_training(runs_dir):
 
 def test_figures_contain_one_panel_or_line_per_grades_run(runs_dir):
     root, _ = runs_dir
-    runs = F.find_runs(root)
+    runs = rundir.find_runs(root)
     gs = F.grades_runs(runs, need_signals=True)
-    fig3 = F.fig3_frozen_fraction(F.grades_runs(runs))
+    fig3 = FF.fig3_frozen_fraction(F.grades_runs(runs))
     labels = fig3.axes[0].get_legend_handles_labels()[1]
     assert any(lab.startswith("model-a / FP+GradES") for lab in labels)
     assert any(lab.startswith("model-b / LoRA+GradES") for lab in labels)
     # planned steps differ (40 vs 50): the x axis is normalised and says so
     assert "fraction of planned training" in fig3.axes[0].get_xlabel()
-    fig1 = F.fig1_layer_signals(gs, layer=1)
+    fig1 = SF.fig1_layer_signals(gs, layer=1)
     titles = [ax.get_title() for ax in fig1.axes if ax.get_title()]
     assert len(titles) == 2 and all("layer 1" in t for t in titles)
     tau_lines = [ln for ax in fig1.axes for ln in ax.get_lines() if ln.get_label().startswith("τ")]
     assert sorted(ln.get_ydata()[0] for ln in tau_lines) == [1.0, 2.0]
     # fig4 draws one model per panel
-    fig4 = F.fig4_signal_by_kind(gs)
+    fig4 = SF.fig4_signal_by_kind(gs)
     assert sorted(ax.get_title().split("\n")[0] for ax in fig4.axes if ax.get_title()) == [
         "model-a / FP+GradES (4 layers)", "model-b / LoRA+GradES (6 layers)"]
 
@@ -258,8 +262,8 @@ def test_cli_passes_arguments_and_prints_paths(monkeypatch, tmp_path, capsys):
 
 def test_requested_layer_missing_in_one_model_still_draws_the_other(runs_dir):
     root, _ = runs_dir
-    gs = F.grades_runs(F.find_runs(root), need_signals=True)
-    fig1 = F.fig1_layer_signals(gs, layer=5)  # only model-b (6 layers) has a layer 5
+    gs = F.grades_runs(rundir.find_runs(root), need_signals=True)
+    fig1 = SF.fig1_layer_signals(gs, layer=5)  # only model-b (6 layers) has a layer 5
     titles = [ax.get_title() for ax in fig1.axes if ax.get_title()]
-    assert titles == ["model-b / LoRA+GradES: layer 5\nsignal " + gs[1].signal_tex]
-    assert F.fig1_layer_signals(gs, layer=9) is None
+    assert titles == ["model-b / LoRA+GradES: layer 5\nsignal " + plotting.signal_tex(gs[1])]
+    assert SF.fig1_layer_signals(gs, layer=9) is None

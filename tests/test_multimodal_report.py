@@ -11,7 +11,7 @@ import yaml
 
 from grades.report import multimodal as M
 from grades.report.__main__ import main as report_main
-from grades.report.figures import EVENT_COLUMNS, SIGNAL_COLUMNS
+from grades.rundir import EVENT_COLUMNS, SIGNAL_COLUMNS, find_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 V_TYPES = [("attn", "q"), ("attn", "k"), ("attn", "v"), ("attn", "o"), ("mlp", "up"), ("mlp", "down")]
@@ -116,7 +116,7 @@ def test_convergence_figure_is_written_and_readable(runs_dir, tmp_path):
 
     img = imread(png)
     assert img.shape[0] > 800 and img.shape[1] > 1500  # two runs side by side, two rows
-    fig = M.vlm_convergence(M.find_runs(root))
+    fig = M.vlm_convergence(find_runs(root))
     top = fig.axes[0]
     dotted = [ln for ln in top.get_lines() if ln.get_linestyle() == ":"]
     assert sorted(round(ln.get_ydata()[0], 6) for ln in dotted) == [0.5, 2.0]  # language_tau, vision_tau
@@ -160,7 +160,7 @@ def test_benchmark_scores_reach_both_tables(tmp_path):
     benchmark block and the paper comparison (x100, the task's own metric)."""
     from grades import vlm
     from grades.report.paper import multimodal_comparison, multimodal_markdown
-    from grades.report.runs import _eval_rows
+    from grades.report.runs import eval_rows
 
     root = tmp_path / "runs"
     scores = {"FP": (0.70, 0.80, 1.10), "FP+GradES": (0.72, 0.79, 1.05)}
@@ -189,7 +189,7 @@ def test_benchmark_scores_reach_both_tables(tmp_path):
     assert "| gqa (exact_match) | vqav2 (vqa_acc) | coco_caption (cider) |" in md
     assert "| qwen2.5-vl-7b | FP | 70.00 | 80.00 | 110.00 |" in md
     # the paper comparison: ours beside the paper's, per benchmark
-    evals = pd.DataFrame([r for slug, name in (("fp", "FP"), ("fp-grades", "FP+GradES")) for r in _eval_rows(
+    evals = pd.DataFrame([r for slug, name in (("fp", "FP"), ("fp-grades", "FP+GradES")) for r in eval_rows(
         json.loads((root / "qwen2.5-vl-7b" / slug / "seed0" / "eval.json").read_text()), "qwen2.5-vl-7b", name,
         "fp", "x", 0)])
     assert set(evals["metric"]) == {"exact_match", "vqa_acc", "cider"}

@@ -1,5 +1,10 @@
-"""CLI: python -m grades.report {tables,figures} --runs DIR --out DIR; compare --runs DIR --tables DIR;
-multimodal --runs DIR --tables DIR --figures DIR."""
+"""The command line of the report: ``python -m grades.report tables|figures|compare|multimodal``.
+
+    tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR]
+    figures     --runs DIR --out DIR [--layer N]
+    compare     --runs DIR --tables DIR [--figures DIR] [--select MODEL/SLUG[/seedK] ...] [--models M ...]
+    multimodal  --runs DIR --tables DIR --figures DIR
+"""
 
 from __future__ import annotations
 

@@ -31,11 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_write_text
+from .plotting import new_figure, save
 from .tables import combined_stderr
-
-FORMATS = ("png", "pdf")
-DPI = 150
 
 # fixed colours for the built-in methods (kept here so the report does not import torch);
 # any other method gets the next colour of _EXTRA_COLOURS, in order of first appearance
@@ -282,13 +280,10 @@ def place_labels(ax, xs, ys, labels, fontsize: float = 7) -> list:
 
 def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | None = None):
     """Two panels (accuracy vs total time, vs FLOPs) for one model; returns a Figure."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     pts = points[points["model"].eq(model)] if not points.empty else points
-    fig = Figure(figsize=(12, 5.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(12, 5.2)
     axes = fig.subplots(1, 2, sharey=True)
     if pts.empty or not pts["acc"].notna().any():
         for ax in axes:
@@ -347,17 +342,6 @@ def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | 
     return fig
 
 
-def _save(fig, out: Path, name: str) -> dict[str, Path]:
-    paths = {}
-    for fmt in FORMATS:
-        path = out / f"{name}.{fmt}"
-        meta = {"CreationDate": None} if fmt == "pdf" else {}
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
-        paths[f"{name}.{fmt}"] = path
-    return paths
-
-
 def figure_name(model: str) -> str:
     return f"pareto_{model}"
 
@@ -385,5 +369,5 @@ def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: 
             models = list(dict.fromkeys(points["model"])) if not points.empty else []
         for model in models:
             fig = pareto_figure(points, model, base.get(model))
-            paths.update(_save(fig, Path(figures_dir), figure_name(model)))
+            paths.update(save(fig, Path(figures_dir), figure_name(model)))
     return paths

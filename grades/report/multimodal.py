@@ -1,7 +1,7 @@
 """Vision-language runs: the multimodal table and the VLM convergence figure.
 
-Built only from run files, like the other tables and figures. A run is a
-vision-language run when its ``train.json`` says ``modality: vision-language``
+Built only from run files (read through :mod:`grades.rundir`), like the other tables
+and figures. A run is a vision-language run when its ``train.json`` says ``modality: vision-language``
 (:func:`grades.vlm.train_inputs`) or counts vision-tower FLOPs.
 
 ``multimodal.{csv,md}``
@@ -22,7 +22,6 @@ vision-language run when its ``train.json`` says ``modality: vision-language``
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -30,33 +29,23 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_text
-from .figures import Run, _grace_line, _log, _log_y, _new_figure, _remove_stale, _save, find_runs
+from ..rundir import Run, base_dirs, finished_runs, lowest_seeds
+from .plotting import grace_line, log, log_y, new_figure, remove_stale, save, signal_tex
 
 TOWERS = ("language", "vision")
 TOWER_COLOURS = {"language": "#1f77b4", "vision": "#d62728"}
 FIGURE = "vlm_convergence"
 
 
-def _load(p: Path) -> dict | None:
-    try:
-        return json.loads(p.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def is_vlm_run(train: dict) -> bool:
     return train.get("modality") == "vision-language" or "vision" in (train.get("flops") or {})
 
 
-def _frozen_by_tower(run_dir: Path) -> dict[str, int]:
-    p = run_dir / "freeze_events.csv"
-    try:
-        ev = pd.read_csv(p)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
+def _frozen_by_tower(run: Run) -> dict[str, int]:
+    ev = run.events
+    if ev.empty:
         return {}
-    if "tower" not in ev.columns:
-        return {}
-    return {str(k): int(v) for k, v in ev.groupby("tower").size().items()}
+    return {str(k): int(v) for k, v in ev.groupby("tower", observed=True).size().items()}
 
 
 def _is_benchmark(r: dict) -> bool:
@@ -88,33 +77,35 @@ def _eval_fields(e: dict | None) -> dict:
     return out
 
 
-def collect(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per finished VLM run (and per VLM base evaluation)."""
-    root = Path(runs_dir)
+def collect(runs_dir: str | Path, runs: list[Run] | None = None) -> pd.DataFrame:
+    """One row per finished VLM run (and per VLM base evaluation).
+
+    ``runs``: the finished runs under ``runs_dir`` when already loaded."""
+    if runs is None:
+        runs = finished_runs(runs_dir)
     rows, vlm_models = [], set()
-    for tj in sorted(root.glob("*/*/seed*/train.json")):
-        t = _load(tj)
-        if not t or t.get("status") != "ok" or not is_vlm_run(t):
+    for r in runs:
+        t = r.train
+        if not is_vlm_run(t):
             continue
-        d = tj.parent
-        model = d.parent.parent.name
+        model = r.model
         vlm_models.add(model)
         fl = t.get("flops") or {}
         tracked = t.get("components_by_tower") or {}
-        frozen = _frozen_by_tower(d)
+        frozen = _frozen_by_tower(r)
         row = {"model": model, "setting": t["name"], "mode": t["mode"], "method": t["method"],
-               "seed": int(d.name.removeprefix("seed")), "train_time_s": t.get("train_time_s"),
+               "seed": r.seed, "train_time_s": t.get("train_time_s"),
                "total_time_s": t.get("total_time_s"), "flops_train": fl.get("total"),
                "flops_vision": fl.get("vision", 0.0), "steps_run": t.get("steps_run"),
                "steps_planned": t.get("steps_planned"), "stop_reason": t.get("stop_reason")}
         for tower in TOWERS:
             row[f"frozen_{tower}"] = frozen.get(tower, 0)
             row[f"tracked_{tower}"] = tracked.get(tower, math.nan)
-        row.update(_eval_fields(_load(d / "eval.json")))
+        row.update(_eval_fields(r.eval))
         rows.append(row)
-    for ej in sorted(root.glob("*/base/eval.json")):
-        e = _load(ej)
-        model = ej.parent.parent.name
+    for b in base_dirs(runs_dir):
+        e = b.eval()
+        model = b.model
         if e and (model in vlm_models or e.get("backend") == "grades-vlm"):
             rows.append({"model": model, "setting": "Base", "mode": "base", "method": "none", "seed": 0,
                          **_eval_fields(e)})
@@ -270,7 +261,7 @@ def vlm_convergence(runs: list[Run]):
     runs = [r for r in runs if r.method == "grades" and is_vlm_run(r.train) and r.has_signals]
     if not runs:
         return None
-    fig = _new_figure(8.6 * len(runs), 7.2)
+    fig = new_figure(8.6 * len(runs), 7.2)
     axes = fig.subplots(2, len(runs), squeeze=False)
     for j, r in enumerate(runs):
         top, bottom = axes[0][j], axes[1][j]
@@ -285,12 +276,12 @@ def vlm_convergence(runs: list[Run]):
             tau = r.tau_for(tower)
             if math.isfinite(tau) and tau > 0:
                 top.axhline(tau, color=TOWER_COLOURS[tower], ls=":", lw=1.8, label=f"{tower}_tau = {tau:.4g}")
-        _grace_line(top, r.grace_step, f"grace end (α = {r.alpha:g}, step {r.grace_step})")
-        _log_y(top)
+        grace_line(top, r.grace_step, f"grace end (α = {r.alpha:g}, step {r.grace_step})")
+        log_y(top)
         top.set_xlim(0, x_max)
         top.set_xlabel("optimizer step")
         top.set_ylabel("signal (L1, log scale)")
-        top.set_title(f"{r.label}\nmean signal per tower, {r.signal_tex}", fontsize=10)
+        top.set_title(f"{r.label}\nmean signal per tower, {signal_tex(r)}", fontsize=10)
         top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         top.grid(True, which="major", alpha=0.3)
 
@@ -303,7 +294,7 @@ def vlm_convergence(runs: list[Run]):
             bottom.step(c["step"], c["frozen"], where="post", color=col, lw=1.8,
                         label=f"{tower}: {int(c['frozen'].iloc[-1])}/{n} frozen")
             bottom.axhline(n, color=col, ls="--", lw=0.9, alpha=0.6)
-        _grace_line(bottom, r.grace_step, "grace end")
+        grace_line(bottom, r.grace_step, "grace end")
         if r.steps_run < r.steps_planned:
             bottom.axvline(r.steps_run, color="black", ls="-.", lw=1, label=f"stopped at step {r.steps_run}")
         bottom.set_xlim(0, x_max)
@@ -323,22 +314,23 @@ def write_multimodal(runs_dir: str | Path, tables_dir: str | Path, figures_dir: 
     """Write multimodal.{csv,md} and vlm_convergence.{png,pdf}. Without a GradES VLM run
     the figure is a placeholder saying so (the workflow expects the file), or, with
     ``placeholder=False``, skipped (and a stale one removed)."""
-    table = multimodal_table(collect(runs_dir))
+    runs = finished_runs(runs_dir, quiet=False)
+    table = multimodal_table(collect(runs_dir, runs))
     tout = Path(tables_dir)
     written = {
         "multimodal.csv": atomic_write_text(tout / "multimodal.csv", table.to_csv(index=False, float_format="%.6g")),
         "multimodal.md": atomic_write_text(tout / "multimodal.md", multimodal_markdown(table)),
     }
     fout = Path(figures_dir)
-    fig = vlm_convergence(find_runs(runs_dir))
+    fig = vlm_convergence(lowest_seeds(runs))
     if fig is None:
         why = f"no GradES vision-language run with signals under {runs_dir}"
         if not placeholder:
-            _log(f"skipping {FIGURE}: {why}")
-            _remove_stale(fout, FIGURE)
+            log(f"skipping {FIGURE}: {why}")
+            remove_stale(fout, FIGURE)
             return written
-        _log(f"{FIGURE}: {why}; writing a placeholder")
-        fig = _new_figure(6.4, 2.0)
+        log(f"{FIGURE}: {why}; writing a placeholder")
+        fig = new_figure(6.4, 2.0)
         fig.text(0.5, 0.5, f"VLM convergence: {why}", ha="center", va="center", fontsize=9, wrap=True)
-    written.update(_save(fig, fout, FIGURE))
+    written.update(save(fig, fout, FIGURE))
     return written
