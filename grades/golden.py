@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from .io import atomic_write_json
+from .rundir import TRAIN, RunDir, base_dirs, run_dirs
 
 LOSS_STEPS = (1, 25, 50, 100, 150, 200)
 
@@ -39,42 +40,30 @@ TOLERANCES = {
 }
 
 
-def _run_dirs(runs_dir: Path):
-    for tj in sorted(runs_dir.glob("*/*/seed*/train.json")):
-        yield tj.parent, "/".join(tj.parent.relative_to(runs_dir).parts)
-
-
-def _accuracy(run_dir: Path) -> dict[str, float] | None:
-    p = run_dir / "eval.json"
-    if not p.exists():
+def _accuracy(run_dir: str | Path) -> dict[str, float] | None:
+    e = RunDir(run_dir).eval()
+    if e is None:
         return None
-    e = json.loads(p.read_text())
     # acc of multiple-choice tasks; exact_match of generation tasks (shapes_gen through lm-eval)
     return {t: v["acc"] if v.get("acc") is not None else v["exact_match"]
             for t, v in sorted(e.get("tasks", {}).items())
             if v.get("acc") is not None or v.get("exact_match") is not None}
 
 
-def _freeze_steps(run_dir: Path) -> dict[str, int]:
-    import csv
-
-    p = run_dir / "freeze_events.csv"
-    if not p.exists():
-        return {}
-    with p.open() as f:
-        return {r["component"]: int(r["step"]) for r in csv.DictReader(f)}
-
-
 def extract(runs_dir: str | Path) -> dict[str, dict]:
-    """The golden values of every run under ``results/runs/<profile>``."""
+    """The golden values of every run with a train.json under ``results/runs/<profile>`` (any status)."""
     runs_dir = Path(runs_dir)
     out: dict[str, dict] = {}
-    for d, key in _run_dirs(runs_dir):
-        t = json.loads((d / "train.json").read_text())
+    for rd in run_dirs(runs_dir):
+        if not (rd / TRAIN).exists():
+            continue
+        t = rd.train()
+        if t is None:
+            raise ValueError(f"{rd / TRAIN} is unreadable")
         curve = {int(s): float(v) for s, v in t["loss_curve"]}
         last = [v for _, v in sorted(curve.items())][-20:]
-        freezes = _freeze_steps(d)
-        out[key] = {
+        freezes = rd.freeze_steps()
+        out[rd.key(runs_dir)] = {
             "status": t["status"],
             "steps_run": t["steps_run"],
             "tokens": t["tokens"],
@@ -84,10 +73,10 @@ def extract(runs_dir: str | Path) -> dict[str, dict]:
             "frozen": len(freezes),
             "first_freeze_step": min(freezes.values()) if freezes else None,
             "freeze_steps": freezes,
-            "accuracy": _accuracy(d),
+            "accuracy": _accuracy(rd.path),
         }
-    for base in sorted(runs_dir.glob("*/base/eval.json")):
-        out["/".join(base.parent.relative_to(runs_dir).parts)] = {"accuracy": _accuracy(base.parent)}
+    for base in base_dirs(runs_dir):
+        out[base.key(runs_dir)] = {"accuracy": _accuracy(base.path)}
     if not out:
         raise FileNotFoundError(f"no runs under {runs_dir} (expected <model>/<setting>/seed<k>/train.json)")
     return out
