@@ -22,6 +22,7 @@ REGISTRY = Registry("method", "method.name", {
     "freezeout": "grades.methods.freezeout:FreezeOut",
     "bottom-k": "grades.methods.bottomk:BottomK",
     "grades-official": "grades.methods.official:OfficialGradES",
+    "grades-probe": "grades.calibrate.probe:ProbeGradES",  # python -m grades.calibrate's probe (records, never freezes)
 })
 
 
