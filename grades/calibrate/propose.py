@@ -25,6 +25,7 @@ CAVEAT = ("Estimate: freezing some matrices changes the gradients of the others,
 
 
 def check_fraction(name: str, value, allow_zero: bool = False) -> float:
+    """``value`` as a float in (0, 1] ([0, 1] with ``allow_zero``), else a CalibrationError naming ``name``."""
     lo = "[0, 1]" if allow_zero else "(0, 1]"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not (0 <= value <= 1 if allow_zero else 0 < value <= 1):
@@ -38,6 +39,7 @@ def grace_step(alpha: float, planned_steps: int) -> int:
 
 
 def target_step(at: float, planned_steps: int) -> int:
+    """The step at fraction ``at`` of the planned steps (at least 1)."""
     return max(1, math.floor(at * planned_steps + 1e-9))
 
 

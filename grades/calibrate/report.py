@@ -16,12 +16,14 @@ def _fmt_frac(x) -> str:
 
 
 def snippet(result: dict, model: str | None, setting: str | None, extra: dict | None = None) -> str:
+    """The workflow-config YAML that gives (model, setting) the proposed tau (and ``extra`` method fields)."""
     meth = {**result["method"], **(extra or {})}
     doc = {"models": {model or "<model>": {"settings": {setting or "<GradES setting>": {"method": meth}}}}}
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
 def summary_text(result: dict, inputs: dict, snip: str) -> str:
+    """The printed summary: proposal, prediction, the table of targets, warnings, the snippet and the caveat."""
     r = result
     taus = ", ".join(f"{k} = {v:.4g}" for k, v in r["method"].items())
     lines = [
