@@ -1,8 +1,7 @@
-"""One fine-tuning run: ``python -m grades.train --config RUN.yaml --out RUN_DIR``.
+"""One fine-tuning run, from a run config to a run directory: :func:`run`.
 
-Reads a run config (schema: ``grades/schemas/run.schema.yaml``), fine-tunes in full
-(``fp``) or with LoRA, drives the configured stopping method through the
-:class:`grades.controller.Controller`, and leaves the run contract in RUN_DIR:
+Fine-tunes in full (``fp``) or with LoRA, drives the configured stopping method through
+the :class:`grades.controller.Controller`, and leaves the run contract in RUN_DIR:
 
     train.json          status, stop reason, steps, times, tokens, FLOPs, memory, versions
     signals.csv         step, component, ..., value  (methods that measure signals)
@@ -35,18 +34,11 @@ Reliability:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import hashlib
-import json
 import math
 import os
-import platform
-import random
-import resource
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -54,157 +46,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
-from .config import ConfigError
-from .io import atomic_dir, atomic_write_json
-from .overrides import apply_overrides
-from .schema import validate
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-# --------------------------------------------------------------------- config
-def load_run_config(path_or_dict) -> dict:
-    if isinstance(path_or_dict, (str, Path)):
-        p = Path(path_or_dict)
-        if not p.exists():
-            raise ConfigError(f"run config file not found: {p}")
-        raw = yaml.safe_load(p.read_text()) or {}
-    else:
-        raw = path_or_dict
-    cfg = validate(raw, "run", "run config")
-    from .methods import build_method
-
-    build_method(cfg["method"])  # validates method name and parameters now, before any work
-    return cfg
-
-
-def config_hash(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("transformers", "peft", "lm_eval", "grades"):
-        with contextlib.suppress(Exception):
-            out[name] = __import__(name).__version__
-    return out
-
-
-def git_commit() -> str | None:
-    with contextlib.suppress(Exception):
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-        if r.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return r.stdout.strip() + ("-dirty" if dirty else "")
-    return None
-
-
-def peak_rss_bytes() -> int:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(kb * (1 if sys.platform == "darwin" else 1024))
-
-
-# ----------------------------------------------------------------------- data
-def tokenize_examples(examples: list[dict], tokenizer, seq_len: int, loss_on: str, too_long: str,
-                      where: str = "data") -> tuple[list[tuple[list[int], list[int]]], int]:
-    """prompt + target -> (input_ids, labels); returns the pairs and how many were truncated."""
-    from .data import DataError, format_prompt, format_target
-
-    out, truncated = [], 0
-    eos = tokenizer.eos_token_id
-    for i, ex in enumerate(examples):
-        p = tokenizer(format_prompt(ex), add_special_tokens=False)["input_ids"]
-        t = tokenizer(format_target(ex), add_special_tokens=False)["input_ids"]
-        if eos is not None:
-            t = t + [eos]
-        if len(p) + len(t) > seq_len:
-            if too_long == "error":
-                raise DataError(f"{where}: example {i} (id {ex.get('id')!r}) has {len(p) + len(t)} tokens, "
-                                 f"more than seq_len={seq_len}; raise seq_len or set data.too_long: truncate")
-            truncated += 1
-            keep = max(1, seq_len - len(t))
-            p = p[-keep:]  # keep the end of the prompt, next to the answer
-            t = t[: seq_len - len(p)]
-        ids = p + t
-        labels = ([-100] * len(p) if loss_on == "answer" else list(p)) + list(t)
-        out.append((ids, labels))
-    return out, truncated
-
-
-def collate(pairs, pad_id: int) -> dict[str, torch.Tensor]:
-    n = max(len(ids) for ids, _ in pairs)
-    ids = torch.full((len(pairs), n), pad_id, dtype=torch.long)
-    lab = torch.full((len(pairs), n), -100, dtype=torch.long)
-    att = torch.zeros((len(pairs), n), dtype=torch.long)
-    for i, (x, y) in enumerate(pairs):
-        ids[i, : len(x)] = torch.tensor(x)
-        lab[i, : len(y)] = torch.tensor(y)
-        att[i, : len(x)] = 1
-    return {"input_ids": ids, "labels": lab, "attention_mask": att}
-
-
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-class BatchStream:
-    """Endless seeded shuffled batches (reshuffled each epoch)."""
-
-    def __init__(self, pairs, batch_size: int, pad_id: int, seed: int) -> None:
-        self.pairs, self.bs, self.pad = pairs, batch_size, pad_id
-        self.gen = torch.Generator().manual_seed(seed)
-        self.order: list[int] = []
-        self.epoch = 0
-
-    def next(self) -> dict[str, torch.Tensor]:
-        if len(self.order) < self.bs:
-            self.order += torch.randperm(len(self.pairs), generator=self.gen).tolist()
-            self.epoch += 1
-        take, self.order = self.order[: self.bs], self.order[self.bs:]
-        return collate([self.pairs[i] for i in take], self.pad)
-
-    def state_dict(self) -> dict:
-        return {"gen": self.gen.get_state(), "order": list(self.order), "epoch": self.epoch}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.gen.set_state(s["gen"])
-        self.order, self.epoch = list(s["order"]), s["epoch"]
-
-
-# ------------------------------------------------------------------ modelling
-def resolve_model(spec: dict) -> Path:
-    """A prepared local checkpoint directory for the model spec."""
-    from .models import prepare_model, resolve_local
-
-    local = resolve_local(spec["source"])
-    if local is not None:
-        return local
-    return prepare_model(spec["source"], None, **spec.get("options", {}))
-
-
-def resolve_data(spec: dict) -> Path:
-    from .data import prepare_dataset, resolve_local_data
-
-    local = resolve_local_data(spec["source"])
-    if local is not None:
-        return local
-    return prepare_dataset(spec["source"], None, **spec.get("options", {}))
+from ..config import ConfigError
+from ..controller import Controller
+from ..distributed import Dist
+from ..flops import FlopsMeter, count_images, forward_flops
+from ..io import atomic_dir, atomic_write_json
+from ..methods import build_method
+from .checkpoint import CHECKPOINT_FORMAT, Checkpoints, base_fingerprint, rng_state, set_rng_state
+from .config import config_hash, resume_hash, seed_everything
+from .errors import RunFailed
+from .inputs import build_inputs, resolve_data, resolve_model, to_device, validation_loss
+from .record import git_commit, peak_rss_bytes, versions
 
 
 def build_optimizer(model, optim: dict):
@@ -213,63 +66,6 @@ def build_optimizer(model, optim: dict):
         return torch.optim.SGD(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
     return torch.optim.AdamW(params, lr=optim["lr"], weight_decay=optim["weight_decay"],
                              betas=tuple(optim["betas"]), eps=optim["eps"], foreach=True)
-
-
-def text_inputs(cfg: dict, model_dir: Path, data_dir: Path, needs_validation: bool) -> dict:
-    """Model (LoRA-wrapped for ``mode: lora``), tokenizer, batch stream and validation
-    batches of a language-model run (the VLM counterpart: :func:`vlm_inputs`)."""
-    from .data import load_split
-    from .models import apply_lora, load_model
-
-    model, tokenizer = load_model(model_dir, dtype=cfg["model"]["dtype"])
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-        if cfg["mode"] == "lora":
-            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
-    if cfg["mode"] == "lora":
-        model = apply_lora(model, cfg["lora"])
-    model.train()
-
-    d = cfg["data"]
-    train_ex = load_split(data_dir, d["train_split"])
-    pairs, n_trunc = tokenize_examples(train_ex, tokenizer, cfg["seq_len"], d["loss_on"], d["too_long"],
-                                       where=f"{data_dir}/{d['train_split']}")
-    stream = BatchStream(pairs, cfg["batch_size"], tokenizer.pad_token_id, cfg["seed"])
-    val_batches: list[dict] = []
-    n_val_trunc = 0
-    if needs_validation:
-        val_ex = load_split(data_dir, d["validation_split"])[: cfg["val_limit"] or None]
-        vpairs, n_val_trunc = tokenize_examples(val_ex, tokenizer, cfg["seq_len"], d["loss_on"], "truncate")
-        vb = cfg["val_batch_size"]
-        val_batches = [collate(vpairs[i: i + vb], tokenizer.pad_token_id) for i in range(0, len(vpairs), vb)]
-    return {"model": model, "saver": tokenizer, "stream": stream, "val_batches": val_batches, "n_train": len(pairs),
-            "truncated": n_trunc, "truncated_validation": n_val_trunc}
-
-
-def vlm_inputs(cfg: dict, model_dir: Path, data_dir: Path, needs_validation: bool) -> dict:
-    """The same for a vision-language model directory (config.json has a vision_config):
-    processor instead of tokenizer, image batches, ``@language``/``@vision`` LoRA targets
-    (:func:`grades.vlm.train_inputs`)."""
-    from .vlm import train_inputs
-
-    return train_inputs(cfg, model_dir, data_dir, needs_validation)
-
-
-@torch.no_grad()
-def validation_loss(model, batches: list[dict]) -> float:
-    was = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for b in batches:
-        out = model(**b)
-        n = int((b["labels"][:, 1:] != -100).sum())
-        total += float(out.loss) * n
-        count += n
-    model.train(was)
-    return total / max(1, count)
 
 
 # ---------------------------------------------------------------- test hooks
@@ -294,109 +90,6 @@ def fault_hooks() -> dict[str, frozenset[int]]:
     return {k: _env_steps(f"GRADES_TEST_{k.upper()}_AT_STEP") for k in ("kill", "fail", "nan", "inf_grad")}
 
 
-# ---------------------------------------------------------------- checkpoints
-CHECKPOINT_FORMAT = 1
-
-
-def resume_hash(cfg: dict) -> str:
-    """Hash of what determines the training trajectory; a checkpoint resumes only a run with the same.
-
-    ``threads`` and ``checkpoint_every`` are left out: resuming on another core count or
-    with another checkpoint interval is allowed."""
-    return config_hash({k: v for k, v in cfg.items() if k not in ("threads", "checkpoint_every")})
-
-
-class Checkpoints:
-    """Training checkpoints of one run: ``ROOT/step-00000010/state.pt``, ...
-
-    Each is written into a hidden temporary sibling and renamed into place, so a
-    ``step-*`` folder is always complete; the newest ``keep`` are kept.
-    """
-
-    def __init__(self, root: str | Path, keep: int = 2) -> None:
-        self.root = Path(root)
-        self.keep = max(1, keep)
-
-    def list(self) -> list[tuple[int, Path]]:
-        if not self.root.is_dir():
-            return []
-        out = []
-        for d in self.root.iterdir():
-            if d.is_dir() and d.name.startswith("step-") and (d / "state.pt").is_file():
-                with contextlib.suppress(ValueError):
-                    out.append((int(d.name[5:]), d))
-        return sorted(out)
-
-    def clean_partial(self) -> None:
-        if self.root.is_dir():
-            for d in self.root.glob(".tmp-step-*"):
-                shutil.rmtree(d, ignore_errors=True)
-
-    def save(self, step: int, state: dict) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / f"step-{step:08d}"
-        tmp = self.root / f".tmp-step-{step:08d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            with open(tmp / "state.pt", "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for _, old in self.list()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
-
-    def load_latest(self) -> tuple[Path, dict] | None:
-        """The newest checkpoint that loads (an unreadable one is reported and skipped)."""
-        for _, d in reversed(self.list()):
-            try:  # our own files: full pickle (RNG states, numpy arrays), not weights_only
-                return d, torch.load(d / "state.pt", map_location="cpu", weights_only=False)
-            except Exception as e:  # noqa: BLE001
-                print(f"warning: checkpoint {d} is unreadable ({type(e).__name__}: {e}); trying an older one",
-                      file=sys.stderr)
-        return None
-
-    def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def base_fingerprint(model, trainable_names: set[str]) -> list:
-    """Cheap identity of the parameters a checkpoint does not store (the LoRA base)."""
-    out = []
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n not in trainable_names:
-                t = p.detach().double()
-                out.append((n, tuple(p.shape), float(t.sum()), float(t.abs().sum())))
-    return out
-
-
-def rng_state() -> dict:
-    import numpy as np
-
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def set_rng_state(s: dict) -> None:
-    import numpy as np
-
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
 @dataclass
 class LoopState:
     """Counters of the training loop that a checkpoint carries."""
@@ -411,11 +104,6 @@ class LoopState:
     checkpoint_time: float = 0.0
     tokens: int = 0
     resumed_from: list = field(default_factory=list)  # steps resumed from, in order
-
-
-# ----------------------------------------------------------------------- run
-class RunFailed(RuntimeError):
-    """The run ended without a result (train_failed.json says why)."""
 
 
 STALE_OUTPUTS = ("train.json", "train_failed.json", "model", "adapter", "signals.csv", "freeze_events.csv",
@@ -436,8 +124,6 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
     A failure of any kind leaves ``train_failed.json`` (status, error, stage, steps_run) and no
     ``train.json``; outputs of an earlier attempt in OUT are removed first.
     """
-    from .distributed import Dist
-
     on_gpu = (cfg.get("device") or "auto") in ("auto", "cuda") and torch.cuda.is_available()
     dd = Dist.from_env().init("cuda" if on_gpu else "cpu")  # no-op unless a launcher set WORLD_SIZE > 1
     out = Path(out_dir)
@@ -485,13 +171,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bool, resume: bool, dd=None) -> dict:
     from transformers import get_scheduler
 
-    from .controller import Controller
-    from .flops import FlopsMeter, count_images, forward_flops
-    from .methods import build_method
-    from .models import is_vlm_dir
-
-    from .distributed import Dist
-
     dd = dd or Dist()
     hooks = fault_hooks()
     if cfg.get("threads"):  # the job's threads, shared by the processes of this machine
@@ -528,13 +207,12 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
     model_dir = resolve_model(cfg["model"])
     data_dir = resolve_data(cfg["data"])
     method = build_method(cfg["method"])
-    inputs = (vlm_inputs if is_vlm_dir(model_dir) else text_inputs)(cfg, model_dir, data_dir,
-                                                                    method.needs_validation)
+    inputs = build_inputs(cfg, model_dir, data_dir, method.needs_validation)
     model, tokenizer, stream, val_batches = inputs["model"], inputs["saver"], inputs["stream"], inputs["val_batches"]
     n_trunc, n_val_trunc = inputs["truncated"], inputs["truncated_validation"]
     if device.type != "cpu":
         model.to(device)
-        val_batches = [_to(vb, device) for vb in val_batches]
+        val_batches = [to_device(vb, device) for vb in val_batches]
 
     # The optimizer always holds every parameter trainable at the start; a freeze only
     # releases state. So on resume it is rebuilt over the same list, the saved frozen set
@@ -615,9 +293,9 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
             with autocast:
                 if dd.enabled:  # this rank's rows; loss = its label tokens' sum / the global batch's count
                     n_items = int((b["labels"][:, 1:] != -100).sum())
-                    loss = model(**_to(dd.shard(b), device), num_items_in_batch=max(1, n_items)).loss
+                    loss = model(**to_device(dd.shard(b), device), num_items_in_batch=max(1, n_items)).loss
                 else:
-                    loss = model(**_to(b, device)).loss
+                    loss = model(**to_device(b, device)).loss
             loss = loss / cfg["grad_accum"]
             if nan_at and step in nan_at:
                 loss = loss * float("nan")
@@ -745,46 +423,3 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
         record["saved"] = target.name
     atomic_write_json(out / "train.json", record)  # written last: its presence means success
     return record
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m grades.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True, help="run config YAML (see grades/schemas/run.schema.yaml)")
-    ap.add_argument("--out", required=True, help="run directory to write")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set steps=50 --set optim.lr=1e-4")
-    ap.add_argument("--checkpoint-dir", default=None,
-                    help="where checkpoints go (every checkpoint_every steps; default OUT/.checkpoints); "
-                         "a rerun with the same config resumes from the newest one")
-    ap.add_argument("--no-resume", action="store_true", help="start from step 0, deleting existing checkpoints")
-    ap.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints after success")
-    ap.add_argument("--keep-last", type=int, default=2, metavar="N", help="checkpoints kept while training (default 2)")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        raw = yaml.safe_load(Path(args.config).read_text()) if Path(args.config).exists() else None
-        if raw is None:
-            raise ConfigError(f"run config file not found or empty: {args.config}")
-        cfg = load_run_config(apply_overrides(raw, args.set))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from .data import DataError
-
-    try:
-        rec = run(cfg, args.out, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                  resume=not args.no_resume, keep_checkpoints=args.keep_checkpoints, keep_last=args.keep_last)
-    except (RunFailed, DataError, ConfigError) as e:  # explained in one line; no traceback needed
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception:
-        traceback.print_exc()
-        return 1
-    print(json.dumps({k: rec[k] for k in ("status", "stop_reason", "steps_run", "train_time_s", "frozen_ratio")}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
