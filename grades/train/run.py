@@ -29,16 +29,14 @@ Reliability:
   drops it (the method does not see its gradients; GradES forgets its previous
   gradient, so the next check is undefined rather than a stale difference), ``stop``
   ends the run as failed. Both list the steps in ``nan_steps``.
-* Fault injection for tests: see :func:`fault_hooks`.
+* Fault injection for tests: :mod:`grades.train.faults`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -47,7 +45,6 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError
 from ..controller import Controller
 from ..distributed import Dist
 from ..flops import FlopsMeter, count_images, forward_flops
@@ -56,6 +53,7 @@ from ..methods import build_method
 from .checkpoint import CHECKPOINT_FORMAT, Checkpoints, base_fingerprint, rng_state, set_rng_state
 from .config import config_hash, resume_hash, seed_everything
 from .errors import RunFailed
+from .faults import Faults, faults_from_env
 from .inputs import build_inputs, resolve_data, resolve_model, to_device, validation_loss
 from .record import git_commit, peak_rss_bytes, versions
 
@@ -66,28 +64,6 @@ def build_optimizer(model, optim: dict):
         return torch.optim.SGD(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
     return torch.optim.AdamW(params, lr=optim["lr"], weight_decay=optim["weight_decay"],
                              betas=tuple(optim["betas"]), eps=optim["eps"], foreach=True)
-
-
-# ---------------------------------------------------------------- test hooks
-def _env_steps(name: str) -> frozenset[int]:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return frozenset(int(x) for x in raw.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"{name} = {raw!r}: expected step numbers separated by commas") from None
-
-
-def fault_hooks() -> dict[str, frozenset[int]]:
-    """Fault injection for the tests, read once per run from environment variables.
-
-    ``GRADES_TEST_KILL_AT_STEP=N``      SIGKILL the process after step N (after its checkpoint)
-    ``GRADES_TEST_FAIL_AT_STEP=N``      raise an error after step N
-    ``GRADES_TEST_NAN_AT_STEP=N,M``     make the loss (and so every gradient) of those steps NaN
-    ``GRADES_TEST_INF_GRAD_AT_STEP=N``  put +inf in one gradient of step N (the loss stays finite)
-
-    Unset in normal use; each costs one set look-up per step when set.
-    """
-    return {k: _env_steps(f"GRADES_TEST_{k.upper()}_AT_STEP") for k in ("kill", "fail", "nan", "inf_grad")}
 
 
 @dataclass
@@ -111,7 +87,7 @@ STALE_OUTPUTS = ("train.json", "train_failed.json", "model", "adapter", "signals
 
 
 def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir: str | Path | None = None,
-        resume: bool = True, keep_checkpoints: bool = False, keep_last: int = 2) -> dict:
+        resume: bool = True, keep_checkpoints: bool = False, keep_last: int = 2, faults: Faults | None = None) -> dict:
     """Execute one run; returns the train.json record (also written to out_dir).
 
     Every ``cfg["checkpoint_every"]`` steps a checkpoint is written to ``checkpoint_dir``
@@ -123,6 +99,9 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
 
     A failure of any kind leaves ``train_failed.json`` (status, error, stage, steps_run) and no
     ``train.json``; outputs of an earlier attempt in OUT are removed first.
+
+    ``faults``: the fault-injection hooks the loop calls (tests); by default the ones the
+    ``GRADES_TEST_*_AT_STEP`` environment variables ask for, if any (:mod:`grades.train.faults`).
     """
     on_gpu = (cfg.get("device") or "auto") in ("auto", "cuda") and torch.cuda.is_available()
     dd = Dist.from_env().init("cuda" if on_gpu else "cpu")  # no-op unless a launcher set WORLD_SIZE > 1
@@ -139,7 +118,7 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
     record: dict = {"status": "running", "name": cfg.get("name"), "config_hash": config_hash(cfg),
                     "checkpoint_dir": str(ckpts.root)}
     try:
-        rec = _run(cfg, out, record, ckpts, progress=progress, resume=resume, dd=dd)
+        rec = _run(cfg, out, record, ckpts, progress=progress, resume=resume, dd=dd, faults=faults)
     except BaseException as e:
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"
@@ -168,11 +147,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bool, resume: bool, dd=None) -> dict:
+def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bool, resume: bool, dd=None,
+         faults: Faults | None = None) -> dict:
     from transformers import get_scheduler
 
     dd = dd or Dist()
-    hooks = fault_hooks()
+    faults = faults if faults is not None else faults_from_env()
     if cfg.get("threads"):  # the job's threads, shared by the processes of this machine
         torch.set_num_threads(max(1, cfg["threads"] // dd.local_world))
     device = resolve_device(cfg.get("device") or "auto", dd.local_rank)
@@ -272,7 +252,6 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
         bar = tqdm(total=steps, initial=start, desc=f"train {cfg['name']}", unit="step", dynamic_ncols=True,
                    file=sys.stderr)
     log_every = max(1, steps // 20)  # without a bar (logs, batch jobs): a line every 5% of training
-    nan_at, inf_at, kill_at, fail_at = hooks["nan"], hooks["inf_grad"], hooks["kill"], hooks["fail"]
     record["stage"] = "train"
     if saved is not None:
         set_rng_state(saved["rng"])
@@ -297,8 +276,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
                 else:
                     loss = model(**to_device(b, device)).loss
             loss = loss / cfg["grad_accum"]
-            if nan_at and step in nan_at:
-                loss = loss * float("nan")
+            loss = faults.on_loss(step, loss)
             loss.backward()
             step_loss += float(loss.detach())
             ls.tokens += int(b["attention_mask"].sum())
@@ -308,8 +286,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
             dd.all_reduce_grads([p for p in trainable if p.requires_grad])
             step_loss = dd.all_reduce_sum(step_loss, device)
         live = [p for p in trainable if p.requires_grad and p.grad is not None]
-        if inf_at and step in inf_at and live:
-            live[0].grad.view(-1)[0] = float("inf")
+        faults.on_gradients(step, live)
         finite = math.isfinite(step_loss)
         if finite and live:
             if cfg["optim"]["max_grad_norm"]:
@@ -367,12 +344,7 @@ def _run(cfg: dict, out: Path, record: dict, ckpts: Checkpoints, *, progress: bo
             dt = time.perf_counter() - tc
             ckpt_s += dt
             ls.checkpoint_time += dt
-        if kill_at and step in kill_at:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        if fail_at and step in fail_at:
-            raise RuntimeError(f"failure injected after step {step} (GRADES_TEST_FAIL_AT_STEP)")
+        faults.after_step(step)
     train_s = train_elapsed()
     val_time = ls.val_time
     if bar:
