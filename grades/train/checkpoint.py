@@ -13,9 +13,15 @@ import os
 import random
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
+from ..distributed import Dist
+from .config import config_hash, resume_hash
+from .errors import RunFailed
+from .state import LoopState, Training
 
 CHECKPOINT_FORMAT = 1
 
@@ -109,3 +115,67 @@ def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+# ------------------------------------------------------- resuming a run
+def find_resumable(ckpts: Checkpoints, cfg: dict, *, resume: bool, dd: Dist) -> dict | None:
+    """The newest checkpoint state this run continues from, or None.
+
+    Read before any other work, so a mismatch is reported at once. Checkpoints of another
+    config (:func:`resume_hash`), or any when ``resume`` is off, are removed (by rank 0,
+    after every rank has looked)."""
+    if dd.is_main:
+        ckpts.clean_partial()
+    if resume:
+        found = ckpts.load_latest()
+        if found is not None:
+            where, saved = found
+            if saved.get("format") == CHECKPOINT_FORMAT and saved.get("resume_hash") == resume_hash(cfg):
+                return saved
+            print(f"warning: {where} was written by a different run config (hash "
+                  f"{saved.get('resume_hash')} != {resume_hash(cfg)}); discarding the checkpoints in "
+                  f"{ckpts.root} and starting from step 0", file=sys.stderr)
+            dd.barrier()  # every rank has read before rank 0 deletes
+            if dd.is_main:
+                ckpts.remove()
+    elif ckpts.list():
+        print(f"note: not resuming (--no-resume); removing the checkpoints in {ckpts.root}", file=sys.stderr)
+        dd.barrier()
+        if dd.is_main:
+            ckpts.remove()
+    return None
+
+
+def capture(tr: Training, ls: LoopState) -> dict:
+    """What a checkpoint holds after step ``ls.step`` (RNG states: as they are now)."""
+    return {
+        "format": CHECKPOINT_FORMAT, "step": ls.step, "resume_hash": resume_hash(tr.cfg),
+        "config_hash": config_hash(tr.cfg), "base_fingerprint": tr.fingerprint,
+        "model": {n: p.detach() for n, p in tr.trainable_named},
+        "optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
+        "rng": rng_state(), "stream": tr.stream.state_dict(), "controller": tr.ctl.state_dict(),
+        "meter": tr.meter.state_dict(), "loop": asdict(ls),
+    }
+
+
+def restore(tr: Training, saved: dict, root: Path) -> LoopState:
+    """Put a checkpoint's state (from ``root``) into freshly built parts; returns the loop's counters.
+
+    The RNG states are not restored here: :func:`set_rng_state` right before the first step."""
+    names = {n for n, _ in tr.trainable_named}
+    if saved["base_fingerprint"] != tr.fingerprint:
+        raise RunFailed(f"cannot resume from {root}: the frozen base weights of {tr.model_dir} differ from "
+                        f"the ones the checkpoint was trained on; delete {root} to start over")
+    if set(saved["model"]) != names:
+        raise RunFailed(f"cannot resume from {root}: its parameters do not match the model's trainable ones")
+    with torch.no_grad():
+        for n, p in tr.trainable_named:
+            p.copy_(saved["model"][n])
+    tr.ctl.load_state_dict(saved["controller"])  # re-freezes the saved frozen set first
+    tr.optimizer.load_state_dict(saved["optimizer"])
+    tr.scheduler.load_state_dict(saved["scheduler"])
+    tr.stream.load_state_dict(saved["stream"])
+    tr.meter.load_state_dict(saved["meter"], tr.ctl.freezer.version)
+    ls = LoopState(**saved["loop"])
+    ls.resumed_from.append(ls.step)
+    return ls
