@@ -1,4 +1,4 @@
-"""How training shows its progress: a tqdm bar on a terminal, else a log line every 5% of the steps."""
+"""How training shows its progress: a tqdm bar, or else (logs, batch jobs) a log line every 5% of the steps."""
 
 from __future__ import annotations
 
