@@ -20,7 +20,7 @@ LIBRARY_PACKAGES = ("grades.methods", "grades.flops")  # with every module insid
 def is_library(mod: str) -> bool:
     return mod in LIBRARY or any(mod == p or mod.startswith(p + ".") for p in LIBRARY_PACKAGES)
 # modules still being split (issue 17): emptied when the restructure lands
-KNOWN_LARGE: set[str] = {"grades.train", "grades.workflow"}
+KNOWN_LARGE: set[str] = {"grades.workflow"}
 KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 

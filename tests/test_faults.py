@@ -1,7 +1,7 @@
 """Faults during a run: bad data, NaN/Inf, a crash midway, a crash while saving.
 
 NaN/Inf and crashes are injected with the ``GRADES_TEST_*_AT_STEP`` hooks of
-:func:`grades.train.fault_hooks`.
+:mod:`grades.train.faults`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from grades.data import DataError
+from grades.config import ConfigError
 from grades.train import RunFailed, load_run_config, main, run
+from grades.train.faults import NO_FAULTS, InjectedFaults, faults_from_env
 
 TAU = 0.35
 GRADES = {"name": "grades", "alpha": 0.25, "tau": TAU}  # on this model: freezes at steps 12, 14, 15, 16, ...
@@ -65,6 +67,25 @@ def reference(tiny):
     ev = events(out)
     assert {12, 14} <= {s for s, _, _ in ev}, "the scenario needs freezes at steps 12 and 14"
     return ev
+
+
+# ------------------------------------------------------------------ the hooks
+def test_faults_come_from_the_environment_only_when_asked(monkeypatch):
+    for kind in ("KILL", "FAIL", "NAN", "INF_GRAD"):
+        monkeypatch.delenv(f"GRADES_TEST_{kind}_AT_STEP", raising=False)
+    assert faults_from_env() is NO_FAULTS
+    monkeypatch.setenv("GRADES_TEST_NAN_AT_STEP", "3, 5")
+    assert faults_from_env() == InjectedFaults(nan=frozenset({3, 5}))
+    monkeypatch.setenv("GRADES_TEST_FAIL_AT_STEP", "x")
+    with pytest.raises(ConfigError, match="GRADES_TEST_FAIL_AT_STEP = 'x'"):
+        faults_from_env()
+
+
+def test_faults_passed_in_are_the_ones_the_loop_calls(tiny, monkeypatch):
+    monkeypatch.delenv("GRADES_TEST_NAN_AT_STEP", raising=False)
+    rec = run(config(tiny, nan_policy="skip", steps=4, save_model=False), tiny[0] / "hooks", progress=False,
+              faults=InjectedFaults(nan=frozenset({2})))
+    assert rec["nan_steps"] == [2] and rec["steps_run"] == 4
 
 
 # ------------------------------------------------------------------ NaN / Inf

@@ -1,0 +1,58 @@
+"""The run config of one training run: loaded and validated, hashed, and its seed applied.
+
+A run config follows ``grades/schemas/run.schema.yaml``; :func:`load_run_config` also
+builds the configured method once, so a bad method name or parameter is refused before
+any work. :func:`config_hash` identifies a config in train.json; :func:`resume_hash`
+leaves out what may change between an interrupted run and its resumption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..config import ConfigError
+from ..methods import build_method
+from ..schema import validate
+
+
+def load_run_config(path_or_dict) -> dict:
+    """A validated run config (defaults filled in) from a YAML file or a mapping."""
+    if isinstance(path_or_dict, (str, Path)):
+        p = Path(path_or_dict)
+        if not p.exists():
+            raise ConfigError(f"run config file not found: {p}")
+        raw = yaml.safe_load(p.read_text()) or {}
+    else:
+        raw = path_or_dict
+    cfg = validate(raw, "run", "run config")
+    build_method(cfg["method"])  # validates method name and parameters now, before any work
+    return cfg
+
+
+def config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_hash(cfg: dict) -> str:
+    """Hash of what determines the training trajectory; a checkpoint resumes only a run with the same.
+
+    ``threads`` and ``checkpoint_every`` are left out: resuming on another core count or
+    with another checkpoint interval is allowed."""
+    return config_hash({k: v for k, v in cfg.items() if k not in ("threads", "checkpoint_every")})
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
