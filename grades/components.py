@@ -332,6 +332,40 @@ def _make(name: str, layer: int, kind: str, typ: str, tower: str, mod: nn.Module
     return [Component(name, layer, kind, typ, tower, params, mod, **extra)] if params else []
 
 
+class ExpertLoRAUnsupported(RuntimeError):
+    """The installed peft cannot put LoRA on 3-D expert parameters."""
+
+
+def expert_lora_targets(model: nn.Module) -> list[str]:
+    """peft ``LoraConfig(target_parameters=...)`` entries that put LoRA on every expert
+    stack of ``model``, e.g. ``["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]``
+    (peft matches them as suffixes of parameter names).
+
+    Raises :class:`ExpertLoRAUnsupported` when the installed peft has no
+    ``target_parameters`` (peft < 0.17) and ``ValueError`` when the model has no expert stacks."""
+    import dataclasses
+
+    try:
+        import peft
+        from peft import LoraConfig
+    except ImportError as e:
+        raise ExpertLoRAUnsupported("LoRA on expert stacks needs peft >= 0.17 (pip install 'peft>=0.17')") from e
+    if "target_parameters" not in {f.name for f in dataclasses.fields(LoraConfig)}:
+        raise ExpertLoRAUnsupported(
+            f"peft {peft.__version__} cannot put LoRA on 3-D expert parameters (no LoraConfig.target_parameters; "
+            "it arrived in peft 0.17): upgrade peft, train the experts fully, or leave them frozen under LoRA")
+    out: list[str] = []
+    for _, blocks, _, used in block_lists(model):
+        for block in list(blocks)[:used]:
+            for rel, _, pname, typ, _ in _param_leaves(block):
+                target = f"{rel}.{pname}"
+                if typ != ROUTER and target not in out:
+                    out.append(target)
+    if not out:
+        raise ValueError(f"{type(model).__name__} has no expert stacks (3-D {sorted(EXPERT_PARAMS)} parameters)")
+    return out
+
+
 def _describe_unknown(model: nn.Module, trainable_only: bool) -> str:
     lists = [f"{p} ({len(m)} x {type(m[0]).__name__})" for p, m in model.named_modules()
              if isinstance(m, nn.ModuleList) and len(m)]
