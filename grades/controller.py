@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
 import torch
@@ -40,6 +41,9 @@ class Controller:
         self.stop_step: int | None = None
         # every weight matrix in the blocks accounted for; GradES refuses untracked ones unless allowed
         self.coverage = coverage(model, self.components)
+        logging.getLogger(__name__).info("%d components track %.1f%% of the blocks' weight-matrix parameters%s",
+                                         len(self.components), 100 * self.coverage.share,
+                                         "" if self.coverage.complete else "; " + self.coverage.describe())
         method.bind(MethodContext(model, self.components, planned_steps, self.freezer.frozen, self.coverage))
         # optional savings beyond a plain freeze (grades.savings): applied after every freeze decision
         self.savings = None
