@@ -18,6 +18,7 @@ from grades.controller import Controller
 from grades.coverage import UntrackedWeightsError, coverage
 from grades.flops import FlopsMeter, step_flops
 from grades.methods import build_method
+from grades.methods.base import Decision, StoppingMethod
 from grades.methods.grades import GradES
 from grades.savings import merge_adapters
 
@@ -200,34 +201,44 @@ def build_plan_per_call(model) -> float:
 
 
 # ------------------------------------------------------ freezing expert stacks
+class FreezeStacksAt(StoppingMethod):
+    """Freezes every expert stack at one step (a decision like GradES's, through the same hook)."""
+
+    name = "freeze-stacks"
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def before_optimizer_step(self, step: int) -> Decision | None:
+        if step != self.step:
+            return None
+        return Decision(freeze=[i for i, c in enumerate(self.ctx.components) if c.type.startswith("expert_")])
+
+
 def test_expert_stacks_freeze_mid_run_release_state_and_cut_flops():
     torch.manual_seed(0)
     model = tiny("qwen3_moe")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    ctl = Controller(model, opt, GradES(GradESConfig(tau=1e-9, alpha=0.0)), 10)
+    ctl = Controller(model, opt, FreezeStacksAt(3), 10)
     meter = FlopsMeter(model)
-    stacks = [i for i, c in enumerate(ctl.components) if c.type.startswith("expert_")]
+    stacks = [c for c in ctl.components if c.type.startswith("expert_")]
+    stack_params = [p for c in stacks for p in c.params]
     flops = []
     for step in range(1, 6):
-        b = batch(B, S, seed=step)
-        model(**b).loss.backward()
+        model(**batch(B, S, seed=step)).loss.backward()
         flops.append(meter.add_step(B, S, version=ctl.freezer.version))
-        if step == 3:  # GradES decides for the expert stacks (as a tiny tau never would)
-            from grades.methods.base import Decision
-
-            ctl._apply(Decision(freeze=stacks, freeze_reason="test"), step)
-        else:
-            ctl.before_optimizer_step(step)
+        if step == 3:
+            assert all(p in opt.state for p in stack_params)  # Adam moments held until the freeze
+        ctl.before_optimizer_step(step)
         opt.step()
         opt.zero_grad(set_to_none=True)
         ctl.after_optimizer_step(step)
-    stack_params = [p for i in stacks for p in ctl.components[i].params]
     assert all(not p.requires_grad for p in stack_params)
     assert all(p not in opt.state for p in stack_params)
     assert ctl.freezer.released_optimizer_bytes >= 2 * 4 * sum(p.numel() for p in stack_params)  # Adam moments
     assert flops[3] < flops[2] == flops[0] and flops[3] == flops[4]
-    assert flops[3] == pytest.approx(step_flops(model, B, S).total)
-    assert [e.component for e in ctl.events] == [ctl.components[i].name for i in stacks]
+    assert flops[3] == pytest.approx(step_flops(model, B, S).total) == pytest.approx(counted(model)[0])
+    assert [(e.component, e.step) for e in ctl.events] == [(c.name, 3) for c in stacks]
     assert ctl.summary()["coverage"]["share"] == 1.0
 
 
