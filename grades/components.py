@@ -98,7 +98,8 @@ _SHARED_TYPES = {"gate": "shared_gate", "up": "shared_up", "down": "shared_down"
 # canonical order of types, for tables and figures
 TYPE_ORDER = ["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down", "router", "expert_gate_up", "expert_up",
               "expert_down", "shared_gate", "shared_up", "shared_gate_up", "shared_down", "shared_expert_gate"]
-MOE_TYPES = frozenset(TYPE_ORDER[9:])
+MOE_TYPES = frozenset({"router", "expert_gate_up", "expert_up", "expert_down", "shared_gate", "shared_up",
+                       "shared_gate_up", "shared_down", "shared_expert_gate"})
 
 # modules whose block lists belong to the vision tower
 VISION_OWNERS = ("visual", "vision_tower", "vision_model", "vision_encoder", "vision")

@@ -285,3 +285,23 @@ def test_no_warning_when_coverage_is_complete():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Controller(tiny("mixtral"), None, GradES(GradESConfig(tau=1.0)), 10)
+
+
+def test_gpt_oss_transposed_stacks_with_biases():
+    """GPT-OSS stores its stacks transposed (hidden x out per expert) with per-expert biases,
+    and its router has a bias: all tracked, FLOPs exact."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.GptOssConfig(vocab_size=128, hidden_size=64, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+                          num_experts_per_tok=2, max_position_embeddings=64, attn_implementation="eager",
+                          experts_implementation="eager")
+    model = tf.GptOssForCausalLM(cfg)
+    model.train()
+    comps = discover_components(model)
+    layer0 = {c.type: c for c in comps if c.layer == 0}
+    assert [p.shape for p in layer0["expert_gate_up"].params] == [(4, 64, 64), (4, 64)]
+    assert [p.shape for p in layer0["router"].params] == [(4, 64), (4,)]
+    assert coverage(model, comps).complete
+    check_flops(model)
