@@ -9,6 +9,7 @@ Public API::
 from .components import Component, UnknownArchitectureError, discover_components
 from .config import ConfigError, GradESConfig
 from .controller import Controller
+from .coverage import UntrackedWeightsError
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,4 @@ def __getattr__(name):  # transformers is imported only when the callback is use
 
 
 __all__ = ["GradESConfig", "GradESCallback", "ConfigError", "Component", "Controller",
-           "UnknownArchitectureError", "discover_components", "__version__"]
+           "UnknownArchitectureError", "UntrackedWeightsError", "discover_components", "__version__"]

@@ -45,6 +45,10 @@ class GradESConfig:
                    costs about 2 x sample_fraction of the tracked weights' bytes.
     record_signals keep the per-check signal history (for CSV output and figures).
     seed           seed of the sampled estimator's index choice.
+    allow_untracked   start even if weight matrices inside the transformer blocks are not
+                   tracked (grades.coverage): they keep training until the run stops, and
+                   the summary's coverage report names them. Default false: GradES
+                   refuses to start and names them.
     """
 
     tau: float | None = None
@@ -59,6 +63,7 @@ class GradESConfig:
     sample_fraction: float | None = None
     record_signals: bool = True
     seed: int = 0
+    allow_untracked: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -81,8 +86,9 @@ class GradESConfig:
             raise bad("alpha", self.alpha, "must be in [0, 1): the grace period as a fraction of planned steps")
         if self.signal not in SIGNALS:
             raise bad("signal", self.signal, f"must be one of {list(SIGNALS)}{closest(self.signal, SIGNALS)}")
-        if not isinstance(self.normalize, bool):
-            raise bad("normalize", self.normalize, "must be true or false")
+        for name in ("normalize", "allow_untracked"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, getattr(self, name), "must be true or false")
         if isinstance(self.check_interval, bool) or not isinstance(self.check_interval, int) or self.check_interval < 1:
             raise bad("check_interval", self.check_interval, "must be an integer >= 1")
         r = self.max_frozen_ratio

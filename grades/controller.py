@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
 import torch
 
 from .components import Component, discover_components
+from .coverage import coverage
 from .freezer import Freezer
 from .io import atomic_write_json, atomic_write_text
 from .methods.base import Decision, MethodContext, StoppingMethod
@@ -37,7 +39,12 @@ class Controller:
         self.should_stop = False
         self.stop_reason: str | None = None
         self.stop_step: int | None = None
-        method.bind(MethodContext(model, self.components, planned_steps, self.freezer.frozen))
+        # every weight matrix in the blocks accounted for; GradES refuses untracked ones unless allowed
+        self.coverage = coverage(model, self.components)
+        logging.getLogger(__name__).info("%d components track %.1f%% of the blocks' weight-matrix parameters%s",
+                                         len(self.components), 100 * self.coverage.share,
+                                         "" if self.coverage.complete else "; " + self.coverage.describe())
+        method.bind(MethodContext(model, self.components, planned_steps, self.freezer.frozen, self.coverage))
         # optional savings beyond a plain freeze (grades.savings): applied after every freeze decision
         self.savings = None
         if savings is not None:
@@ -127,6 +134,7 @@ class Controller:
             **self.method.summary(),
             "components": len(self.components),
             "tracked_params": sum(c.numel for c in self.components),
+            "coverage": self.coverage.record(),
             "frozen": self.freezer.n_frozen,
             "frozen_ratio": self.freezer.frozen_ratio,
             "frozen_param_ratio": self.freezer.frozen_param_ratio,

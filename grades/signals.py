@@ -16,6 +16,16 @@ single synchronisation per check.
 
 A delta has no value at its first measurement, nor for a parameter with no gradient:
 those entries are NaN, and NaN/Inf never counts as converged.
+
+The sampled estimator (``sample_fraction``) reads a fixed subset of each matrix, so a
+NaN or Inf elsewhere in the matrix would not reach its signal. Every check therefore
+also takes one full reduction of each sampled parameter's source (its gradient, or its
+weights for ``weight_delta_l1``): :func:`finite_probe`, a float32 sum on CPU and one
+fused L1 norm per group of tensors elsewhere, the same data volume as one gradient
+norm. A non-finite probe turns that parameter's signal into NaN (folded into the same
+host synchronisation), so the matrix is not frozen at that check; the probe is also
+kept with the previous-gradient buffer, so the next delta, which would subtract a
+gradient with a NaN in it, is NaN too, exactly as with the full estimator.
 """
 
 from __future__ import annotations
@@ -125,6 +135,18 @@ def delta_l1_norms(cur: list[torch.Tensor], buf: list[torch.Tensor], *, update: 
     return _owner_sum(per_slice, owner, len(cur), device)
 
 
+def finite_probe(tensors: list[torch.Tensor], *, kernel: str = "auto") -> torch.Tensor:
+    """One float32 value per tensor that is finite iff every entry of the tensor is.
+
+    A sum propagates NaN and Inf (and +Inf + -Inf is NaN); summing in float32 keeps
+    half-precision gradients from overflowing. "slices" (CPU): ``Tensor.sum`` per tensor,
+    vectorised; "foreach": one fused L1 norm per group (few kernel launches)."""
+    device = tensors[0].device
+    if resolve_kernel(kernel, device) == "slices":
+        return torch.stack([t.sum(dtype=torch.float32) for t in tensors])
+    return torch.stack(torch._foreach_norm(tensors, 1, dtype=torch.float32))
+
+
 class SignalTracker:
     """Computes one signal for a fixed list of components.
 
@@ -177,6 +199,8 @@ class SignalTracker:
                     self._scale[j] = n / k
         # previous gradient (grad_delta) or weight snapshot (weight_delta), per param
         self._buffer: list[torch.Tensor | None] = [None] * len(self.params)
+        # sampled buffers: the finite_probe of the full source they were taken from
+        self._probe: list[torch.Tensor | None] = [None] * len(self.params)
 
     # ------------------------------------------------------------------ state
     @property
@@ -193,12 +217,14 @@ class SignalTracker:
     def clear(self) -> None:
         """Forget every previous gradient / weight snapshot (the next measurement is undefined)."""
         self._buffer = [None] * len(self.params)
+        self._probe = [None] * len(self.params)
 
     def release(self, comp_index: int) -> None:
         """Free the buffers of a frozen component."""
         for j, owner in enumerate(self._owner_list):
             if owner == comp_index:
                 self._buffer[j] = None
+                self._probe[j] = None
 
     def _source(self, p: torch.nn.Parameter) -> torch.Tensor | None:
         if self.signal == "weight_delta_l1":
@@ -212,30 +238,49 @@ class SignalTracker:
         return t.reshape(-1).index_select(0, idx)
 
     # --------------------------------------------------------------- measure
-    @torch.no_grad()
-    def measure(self, active: list[bool] | None = None, *, update_buffer: bool = True) -> torch.Tensor:
-        """Signal per component (CPU float64; NaN where undefined)."""
-        n_comp = len(self.components)
+    def _collect(self, active: list[bool] | None):
+        """(param indices, current views, full sources of the sampled ones, their positions)."""
         sel: list[int] = []
         cur: list[torch.Tensor] = []
+        full: list[torch.Tensor] = []
+        at: list[int] = []
         for j, p in enumerate(self.params):
             if active is not None and not active[self._owner_list[j]]:
                 continue
             src = self._source(p)
             if src is None:
                 continue
+            if self._index[j] is not None:
+                at.append(len(sel))
+                full.append(src)
             sel.append(j)
             cur.append(self._view(j, src))
+        return sel, cur, full, at
+
+    @torch.no_grad()
+    def measure(self, active: list[bool] | None = None, *, update_buffer: bool = True) -> torch.Tensor:
+        """Signal per component (CPU float64; NaN where undefined or the source is not finite)."""
+        n_comp = len(self.components)
+        sel, cur, full, at = self._collect(active)
         out = torch.full((n_comp,), float("nan"), dtype=torch.float64)
         if not sel:
             return out
         device = cur[0].device
         per_param = torch.full((len(sel),), float("nan"), dtype=torch.float64, device=device)
+        # sampled sources: is every entry finite? (0 * probe is 0, or NaN for a NaN/Inf probe)
+        probes = finite_probe(full, kernel=self.kernel) if full else None
+        poison = torch.zeros(len(sel), dtype=torch.float64, device=device)
+        if probes is not None:
+            poison[torch.tensor(at, dtype=torch.long, device=device)] = probes.to(torch.float64) * 0
         if self.signal == "grad_l1":
             per_param.copy_(l1_norms(cur, kernel=self.kernel))
         else:
             have = [i for i, j in enumerate(sel) if self._buffer[j] is not None
                     and self._buffer[j].shape == cur[i].shape]
+            prev = [(i, self._probe[sel[i]]) for i in have if self._probe[sel[i]] is not None]
+            if prev:  # a delta against a stored gradient that held a NaN is NaN too
+                idx = torch.tensor([i for i, _ in prev], dtype=torch.long, device=device)
+                poison[idx] += torch.stack([v for _, v in prev]).to(torch.float64) * 0
             if have:
                 norms = delta_l1_norms([cur[i] for i in have], [self._buffer[sel[i]] for i in have],
                                        update=update_buffer, kernel=self.kernel)
@@ -245,8 +290,10 @@ class SignalTracker:
                 done = set(have)
                 rest = [i for i in range(len(sel)) if i not in done]  # first measurement: allocate
                 self._store([sel[i] for i in rest], [cur[i] for i in rest])
+                for k, i in enumerate(at):
+                    self._probe[sel[i]] = probes[k]
         sel_t = torch.tensor(sel, dtype=torch.long)
-        per_param = per_param.cpu() * self._scale[sel_t]  # the one host sync of a check
+        per_param = (per_param + poison).cpu() * self._scale[sel_t]  # the one host sync of a check
         owner = self._owner[sel_t]
         sums = torch.zeros(n_comp, dtype=torch.float64).index_add_(0, owner, per_param)
         counted = torch.zeros(n_comp, dtype=torch.float64).index_add_(0, owner, torch.ones_like(per_param))
@@ -260,16 +307,12 @@ class SignalTracker:
         """Store the current gradients / weights as the previous values, no signal."""
         if not self.needs_buffer:
             return
-        sel, cur = [], []
-        for j, p in enumerate(self.params):
-            if active is not None and not active[self._owner_list[j]]:
-                continue
-            src = self._source(p)
-            if src is None:
-                continue
-            sel.append(j)
-            cur.append(self._view(j, src))
+        sel, cur, full, at = self._collect(active)
         self._store(sel, cur)
+        if full:  # kept on the device; the next measure folds it into its one synchronisation
+            probes = finite_probe(full, kernel=self.kernel)
+            for k, i in enumerate(at):
+                self._probe[sel[i]] = probes[k]
 
     def _store(self, sel: list[int], cur: list[torch.Tensor]) -> None:
         for j, t in zip(sel, cur):
@@ -281,10 +324,14 @@ class SignalTracker:
 
     # ---------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        return {"buffer": [None if b is None else b.cpu() for b in self._buffer]}
+        return {"buffer": [None if b is None else b.cpu() for b in self._buffer],
+                "probe": [None if v is None else float(v) for v in self._probe]}
 
     def load_state_dict(self, state: dict) -> None:
         bufs = state["buffer"]
         if len(bufs) != len(self.params):
             raise ValueError(f"signal state has {len(bufs)} buffers, tracker has {len(self.params)} parameters")
         self._buffer = [None if b is None else b.to(p.device) for b, p in zip(bufs, self.params)]
+        probes = state.get("probe") or [None] * len(self.params)
+        self._probe = [None if v is None else torch.tensor(v, dtype=torch.float32, device=p.device)
+                       for v, p in zip(probes, self.params)]

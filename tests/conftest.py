@@ -29,6 +29,17 @@ def build_tiny(arch: str = "qwen3", **over):
         return tf.MistralForCausalLM(tf.MistralConfig(**kw))
     if arch == "phi3":
         return tf.Phi3ForCausalLM(tf.Phi3Config(pad_token_id=0, **kw))
+    # mixture of experts: 4 experts, 2 per token; experts stored as 3-D parameters
+    moe = dict(num_experts_per_tok=2, experts_implementation=kw.pop("experts_implementation", "eager"))
+    if arch == "qwen3_moe":
+        return tf.Qwen3MoeForCausalLM(tf.Qwen3MoeConfig(head_dim=16, moe_intermediate_size=32, num_experts=4,
+                                                        **moe, **kw))
+    if arch == "mixtral":
+        kw["intermediate_size"] = over.get("intermediate_size", 32)
+        return tf.MixtralForCausalLM(tf.MixtralConfig(num_local_experts=4, **moe, **kw))
+    if arch == "qwen2_moe":
+        return tf.Qwen2MoeForCausalLM(tf.Qwen2MoeConfig(moe_intermediate_size=32, shared_expert_intermediate_size=64,
+                                                        num_experts=4, **moe, **kw))
     raise ValueError(arch)
 
 

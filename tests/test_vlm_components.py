@@ -246,3 +246,15 @@ def test_towers_filter():
     model = build_vlm("qwen2_5_vl")
     assert _counts(discover_components(model, towers=(VISION,))) == (5 * V, 0)
     assert _counts(discover_components(model, towers=(LANGUAGE,))) == (0, 7 * L)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_coverage_is_complete_full_and_lora(family):
+    """Every trainable weight matrix inside the blocks of both towers is tracked (grades.coverage);
+    LLaVA's unread last vision block is reported as unused, not as untracked."""
+    from grades.coverage import coverage
+
+    for model in (build_vlm(family), add_lora(build_vlm(family), LLM_TARGETS + VISION_NAMES[family])):
+        cov = coverage(model, discover_components(model))
+        assert cov.complete and cov.share == 1.0 and cov.block_params > 0, cov.untracked
+        assert (cov.unused_params > 0) == (family in USED_VISION_BLOCKS)

@@ -44,8 +44,8 @@ and sandwich-norm blocks (Gemma2/3, OLMo2) are recognised by their norm names; a
 other trainable block-level parameter is treated conservatively as feeding both
 branch inputs.
 
-The per-step cost is ``a * T + c * batch_size * seq_len**2`` for coefficients ``a``,
-``c`` that depend only on the frozen set; :class:`FlopsMeter` caches them and walks the
+The per-step cost is ``a * T + c * batch_size * seq_len**2 (+ a per-call constant
+under LoRA on expert stacks)`` for coefficients that depend only on the frozen set; :class:`FlopsMeter` caches them and walks the
 model again only when the frozen set changes.
 
 * **Vision tower of a VLM** (Idefics3 / SmolVLM: a SigLIP-style encoder and a
@@ -63,7 +63,13 @@ model again only when the frozen set changes.
   is then ``a T + c B s^2 + v I`` with ``I`` images in the batch (padding images, all
   zeros, are skipped by the model and not counted: :func:`count_images`).
 
-Scope and caveats: dense decoder-only language models, and the vision tower of
+* **Mixture-of-experts blocks** (Qwen3-MoE, Mixtral, OLMoE, Qwen2-MoE, ...): the router
+  is a projection over every position; each 3-D expert stack counts for the ``top_k``
+  experts a token is routed to (``2 k in out`` per position and pass), shared experts
+  as a dense MLP; LoRA on a stack (peft ``target_parameters``) adds the per-call cost of
+  forming the adapted stack (``FlopsPlan.per_call``). Details: :mod:`grades.flops.moe`.
+
+Scope and caveats: decoder-only language models (dense and MoE), and the vision tower of
 Idefics3-style VLMs.  Other VLM families (Qwen2/2.5/3-VL, LLaVA) are counted for the
 language tower only (their vision towers are not walked: ``FlopsPlan.vision_counted``
 is False).  Gradient checkpointing recompute, DoRA/other LoRA variants' extra work,

@@ -75,13 +75,16 @@ class FlopsPlan:
 
     A step over ``batch_size`` sequences of ``seq_len`` positions with ``images``
     pictures costs, per ``(kind, pass)``, ``per_position * batch_size * seq_len +
-    per_sequence_sq * batch_size * seq_len**2 + per_image * images`` FLOPs.
+    per_sequence_sq * batch_size * seq_len**2 + per_image * images + per_call`` FLOPs
+    (``per_call``: work done once per forward+backward, e.g. forming the LoRA-adapted
+    weights of an expert stack).
     """
 
     per_position: dict[Key, float]
     per_sequence_sq: dict[Key, float]
     per_image: dict[Key, float] = field(default_factory=dict)  # vision tower + projector (VLMs)
     vision_counted: bool = False  # the model's vision tower is walked (Idefics3-style VLMs)
+    per_call: dict[Key, float] = field(default_factory=dict)  # once per forward+backward
 
     def terms(self, batch_size: int, seq_len: int, images: int = 0) -> dict[Key, float]:
         n, sq = batch_size * seq_len, batch_size * seq_len * seq_len
@@ -90,6 +93,8 @@ class FlopsPlan:
         if images:
             for k, v in self.per_image.items():
                 out[k] = out.get(k, 0.0) + v * images
+        for k, v in self.per_call.items():
+            out[k] = out.get(k, 0.0) + v
         return out
 
     def evaluate(self, batch_size: int, seq_len: int, images: int = 0) -> FlopsBreakdown:

@@ -5,12 +5,13 @@ tallied into a :class:`~grades.flops.plan.FlopsPlan` (the accounting rules are i
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..components import LANGUAGE, VISION, Component, UnknownArchitectureError, discover_components
-from .plan import (ATTN, FORWARD, INPUT_GRAD, LM_HEAD, MLP, PROJECTOR, SCORES, TO_VISION, VISION_EMBED, WEIGHT_GRAD,
-                   FlopsPlan, Key)
+from .moe import is_moe, moe_branch
+from .plan import ATTN, FORWARD, INPUT_GRAD, LM_HEAD, MLP, PROJECTOR, SCORES, TO_VISION, VISION_EMBED, WEIGHT_GRAD
+from .plan import FlopsPlan
+from .tally import Tally, projection, trainable, unwrap
 
 # block-level norm names, by where they sit (see _norm_roles)
 _PRE_ATTN_NORMS = {"input_layernorm", "ln_1", "attention_norm", "norm1", "layer_norm1", "input_norm"}
@@ -20,14 +21,14 @@ _POST_MLP_NORMS = {"post_feedforward_layernorm", "post_mlp_layernorm"}
 
 def build_plan(model: nn.Module) -> FlopsPlan:
     """Walk ``model`` once and return the cost coefficients of its live frozen set."""
-    tally = _Tally()
-    base = _unwrap(model)
+    tally = Tally()
+    base = unwrap(model)
     blocks, owner = language_blocks(model)
-    image_tally = _Tally()
+    image_tally = Tally()
     image_rg = _vision_tower(image_tally, model)  # None: no vision tower counted
 
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
-    h_rg = _trainable(emb) or bool(image_rg)  # image features are scattered into the token embeddings
+    h_rg = trainable(emb) or bool(image_rg)  # image features are scattered into the token embeddings
     for block, prefix, comps in blocks:
         h_rg = _block(tally, block, prefix, comps, h_rg)
 
@@ -38,40 +39,9 @@ def build_plan(model: nn.Module) -> FlopsPlan:
 
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if head is not None:
-        _projection(tally, LM_HEAD, head, x_rg)
+        projection(tally, LM_HEAD, head, x_rg)
     return FlopsPlan(dict(tally.per_position), dict(tally.per_sequence_sq), dict(image_tally.per_position),
-                     vision_counted=image_rg is not None)
-
-
-class _Tally:
-    def __init__(self) -> None:
-        self.per_position: dict[Key, float] = {}
-        self.per_sequence_sq: dict[Key, float] = {}
-
-    def add(self, kind: str, pas: str, flops: float, *, quadratic: bool = False) -> None:
-        d = self.per_sequence_sq if quadratic else self.per_position
-        d[(kind, pas)] = d.get((kind, pas), 0.0) + flops
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """PEFT / DDP wrappers -> the transformers model."""
-    for _ in range(5):
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
-            break
-    return model
-
-
-def _trainable(module: nn.Module | None) -> bool:
-    return module is not None and any(p.requires_grad for p in module.parameters())
-
-
-def _is_lora(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "lora_A", None), nn.ModuleDict) and isinstance(
-        getattr(module, "lora_B", None), nn.ModuleDict)
+                     vision_counted=image_rg is not None, per_call=dict(tally.per_call))
 
 
 def language_blocks(model: nn.Module) -> tuple[list[tuple[nn.Module, str, list[Component]]], nn.Module]:
@@ -91,35 +61,6 @@ def _block_list_path(model: nn.Module, c: Component) -> str:
             if isinstance(model.get_submodule(path), nn.ModuleList):
                 return path
     raise ValueError(f"cannot locate the block list of {c.name}")
-
-
-def _dense(t: _Tally, kind: str, lin: nn.Module, x_rg: bool) -> bool:
-    """One plain matmul over every position; returns whether its output requires grad."""
-    w = lin.weight
-    n_in = getattr(lin, "in_features", None) or w.shape[-1]
-    n_out = getattr(lin, "out_features", None) or w.shape[0]
-    f = 2.0 * n_in * n_out
-    t.add(kind, FORWARD, f)
-    if x_rg:
-        t.add(kind, INPUT_GRAD, f)
-    if w.requires_grad:
-        t.add(kind, WEIGHT_GRAD, f)
-    bias = getattr(lin, "bias", None)
-    return x_rg or w.requires_grad or (isinstance(bias, torch.Tensor) and bias.requires_grad)
-
-
-def _projection(t: _Tally, kind: str, mod: nn.Module, x_rg: bool) -> bool:
-    """A projection, plain or PEFT-LoRA-wrapped; returns whether its output requires grad."""
-    if not _is_lora(mod):
-        return _dense(t, kind, mod, x_rg)
-    out_rg = _dense(t, kind, mod.get_base_layer(), x_rg)
-    if getattr(mod, "disable_adapters", False) or getattr(mod, "merged", False):
-        return out_rg
-    for name in mod.active_adapters:
-        if name in mod.lora_A:
-            a_rg = _dense(t, kind, mod.lora_A[name], x_rg)
-            out_rg = _dense(t, kind, mod.lora_B[name], a_rg) or out_rg
-    return out_rg
 
 
 def _norm_roles(block: nn.Module, branches: set[str]) -> dict[str, list[nn.Module]]:
@@ -148,7 +89,7 @@ def _norm_roles(block: nn.Module, branches: set[str]) -> dict[str, list[nn.Modul
     return roles
 
 
-def _block(t: _Tally, block: nn.Module, prefix: str, comps: list[Component], h_rg: bool) -> bool:
+def _block(t: Tally, block: nn.Module, prefix: str, comps: list[Component], h_rg: bool) -> bool:
     """Account one decoder block; returns whether its output (residual stream) requires grad."""
     proj: dict[str, nn.Module] = {}
     rel: dict[str, str] = {}
@@ -157,43 +98,46 @@ def _block(t: _Tally, block: nn.Module, prefix: str, comps: list[Component], h_r
         rel.setdefault(c.type, c.name[len(prefix) + 1:])
     branches = {r.split(".", 1)[0] for r in rel.values()}
     roles = _norm_roles(block, branches)
-    other = any(_trainable(m) for m in roles["other"])
+    other = any(trainable(m) for m in roles["other"])
 
     # attention branch
-    x_rg = h_rg or other or any(_trainable(m) for m in roles["pre_attn"])
+    x_rg = h_rg or other or any(trainable(m) for m in roles["pre_attn"])
     if "o" in proj:
         q_key = "qkv" if "qkv" in proj else "q"
         attn = block.get_submodule(rel[q_key].rsplit(".", 1)[0]) if "." in rel[q_key] else block
         if "qkv" in proj:
-            q_rg = k_rg = v_rg = _projection(t, ATTN, proj["qkv"], x_rg)
+            q_rg = k_rg = v_rg = projection(t, ATTN, proj["qkv"], x_rg)
         else:
-            q_rg = _projection(t, ATTN, proj["q"], x_rg)
-            k_rg = _projection(t, ATTN, proj["k"], x_rg)
-            v_rg = _projection(t, ATTN, proj["v"], x_rg)
-        q_rg = q_rg or _trainable(getattr(attn, "q_norm", None))
-        k_rg = k_rg or _trainable(getattr(attn, "k_norm", None))
+            q_rg = projection(t, ATTN, proj["q"], x_rg)
+            k_rg = projection(t, ATTN, proj["k"], x_rg)
+            v_rg = projection(t, ATTN, proj["v"], x_rg)
+        q_rg = q_rg or trainable(getattr(attn, "q_norm", None))
+        k_rg = k_rg or trainable(getattr(attn, "k_norm", None))
         ctx_rg = _scores(t, attn, q_rg, k_rg, v_rg)
-        a_rg = _projection(t, ATTN, proj["o"], ctx_rg)
-        a_rg = a_rg or any(_trainable(m) for m in roles["post_attn"])
+        a_rg = projection(t, ATTN, proj["o"], ctx_rg)
+        a_rg = a_rg or any(trainable(m) for m in roles["post_attn"])
         h_rg = h_rg or a_rg
 
     # MLP branch
-    x_rg = h_rg or other or any(_trainable(m) for m in roles["pre_mlp"])
+    x_rg = h_rg or other or any(trainable(m) for m in roles["pre_mlp"])
     if "down" in proj:
         if "gate_up" in proj:
-            act_rg = _projection(t, MLP, proj["gate_up"], x_rg)
+            act_rg = projection(t, MLP, proj["gate_up"], x_rg)
         else:
             act_rg = False
             for typ in ("gate", "up"):
                 if typ in proj:
-                    act_rg = _projection(t, MLP, proj[typ], x_rg) or act_rg
-        m_rg = _projection(t, MLP, proj["down"], act_rg)
-        m_rg = m_rg or any(_trainable(m) for m in roles["post_mlp"])
+                    act_rg = projection(t, MLP, proj[typ], x_rg) or act_rg
+        m_rg = projection(t, MLP, proj["down"], act_rg)
+        m_rg = m_rg or any(trainable(m) for m in roles["post_mlp"])
+        h_rg = h_rg or m_rg
+    elif is_moe(comps):  # router + top-k routed expert stacks (+ shared experts)
+        m_rg = moe_branch(t, comps, x_rg) or any(trainable(m) for m in roles["post_mlp"])
         h_rg = h_rg or m_rg
     return h_rg or other
 
 
-def _scores(t: _Tally, attn: nn.Module, q_rg: bool, k_rg: bool, v_rg: bool) -> bool:
+def _scores(t: Tally, attn: nn.Module, q_rg: bool, k_rg: bool, v_rg: bool) -> bool:
     """QK^T and PV per sequence (coefficients of seq_len**2); returns whether the
     attention output (before o_proj) requires grad."""
     cfg = getattr(attn, "config", None)
@@ -211,11 +155,11 @@ def _scores(t: _Tally, attn: nn.Module, q_rg: bool, k_rg: bool, v_rg: bool) -> b
 
 
 # ------------------------------------------------------------ vision tower
-def _vision_tower(t: _Tally, model: nn.Module) -> bool | None:
+def _vision_tower(t: Tally, model: nn.Module) -> bool | None:
     """Per-image terms of an Idefics3-style vision tower + connector into ``t.per_position``
     (as FLOPs per image); returns whether the image features handed to the language
     model require grad, or None when the model has no vision tower we can count."""
-    base = _unwrap(model)
+    base = unwrap(model)
     inner = getattr(base, "model", base)
     vm, conn = getattr(inner, "vision_model", None), getattr(inner, "connector", None)
     emb = getattr(vm, "embeddings", None)
@@ -234,20 +178,20 @@ def _vision_tower(t: _Tally, model: nn.Module) -> bool | None:
     t.add(VISION_EMBED, FORWARD, f)
     if patch.weight.requires_grad:
         t.add(VISION_EMBED, WEIGHT_GRAD, f)  # the pixels never need a gradient
-    h_rg = _trainable(emb)
+    h_rg = trainable(emb)
     # encoder blocks: the decoder-block walk, over n positions (bidirectional n x n scores)
     blocks = _grouped_blocks(model, comps)
-    inner_t = _Tally()
+    inner_t = Tally()
     for block, prefix, bcomps in blocks:
         h_rg = _block(inner_t, block, prefix, bcomps, h_rg)
     for (kind, pas), v in inner_t.per_position.items():
         t.add(TO_VISION[kind], pas, v * n)
     for (kind, pas), v in inner_t.per_sequence_sq.items():
         t.add(TO_VISION[kind], pas, v * n * n)
-    h_rg = h_rg or _trainable(getattr(vm, "post_layernorm", None))
+    h_rg = h_rg or trainable(getattr(vm, "post_layernorm", None))
     # connector: pixel shuffle (a reshape) then one projection over n / scale^2 positions
-    conn_t = _Tally()
-    out_rg = _projection(conn_t, PROJECTOR, proj, h_rg)
+    conn_t = Tally()
+    out_rg = projection(conn_t, PROJECTOR, proj, h_rg)
     for key, v in conn_t.per_position.items():
         t.add(*key, v * n / scale**2)
     return out_rg

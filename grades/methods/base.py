@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..components import Component
+from ..coverage import Coverage
 
 
 @dataclass
@@ -40,6 +41,7 @@ class MethodContext:
     components: list[Component]
     planned_steps: int
     frozen: list[bool]  # live view owned by the Freezer; read-only for methods
+    coverage: Coverage | None = None  # which block weight matrices the components hold (grades.coverage)
 
 
 class StoppingMethod:

@@ -16,10 +16,12 @@ clipping); the weight signal in ``after_optimizer_step``, like the released code
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
 from ..config import GradESConfig
+from ..coverage import check_coverage, coverage
 from ..signals import SignalTracker
 from .base import Decision, MethodContext, StoppingMethod
 
@@ -43,6 +45,11 @@ class GradES(StoppingMethod):
     def bind(self, ctx: MethodContext) -> None:
         super().bind(ctx)
         cfg = self.config
+        # every weight matrix in the blocks tracked, or explicitly allowed not to be (grades.coverage)
+        cov = ctx.coverage if ctx.coverage is not None else coverage(ctx.model, ctx.components)
+        check_coverage(cov, cfg.allow_untracked, who=f"method '{self.name}'")
+        if not cov.complete:
+            warnings.warn(f"method '{self.name}' (allow_untracked: true): {cov.describe()}", stacklevel=2)
         self.tracker = SignalTracker(ctx.components, cfg.signal, normalize=cfg.normalize,
                                      buffer_dtype=cfg.buffer_dtype, sample_fraction=cfg.sample_fraction,
                                      seed=cfg.seed)
