@@ -267,3 +267,12 @@ def test_requested_layer_missing_in_one_model_still_draws_the_other(runs_dir):
     titles = [ax.get_title() for ax in fig1.axes if ax.get_title()]
     assert titles == ["model-b / LoRA+GradES: layer 5\nsignal " + plotting.signal_tex(gs[1])]
     assert SF.fig1_layer_signals(gs, layer=9) is None
+
+
+def test_figure_type_order_is_the_components_order():
+    """The report keeps its own copy (no torch import); it must not drift from the library's."""
+    from grades.components import TYPE_ORDER
+    from grades.report import plotting
+
+    assert plotting.TYPE_ORDER == TYPE_ORDER
+    assert len(set(plotting.TYPE_COLOURS.values())) == len(TYPE_ORDER)

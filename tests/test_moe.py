@@ -305,3 +305,20 @@ def test_gpt_oss_transposed_stacks_with_biases():
     assert [p.shape for p in layer0["router"].params] == [(4, 64), (4,)]
     assert coverage(model, comps).complete
     check_flops(model)
+
+
+def test_run_config_lora_targets_experts():
+    """`@experts` in lora.targets (the harness's run config) adapts every expert stack too."""
+    from grades.config import ConfigError
+    from grades.models import apply_lora
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "@experts"], "adapter_name": "default"}
+    model = apply_lora(build_tiny("qwen3_moe"), lora)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("experts" in n and "lora_A" in n for n in names), names
+    assert any("q_proj.lora_A" in n for n in names)
+    assert coverage(model, discover_components(model)).share == 1.0
+    with pytest.raises(ConfigError, match="lora.dropout = 0.1.*set lora.dropout: 0"):
+        apply_lora(build_tiny("qwen3_moe"), {**lora, "dropout": 0.1})
+    with pytest.raises(ConfigError, match="@experts.*no expert stacks"):
+        apply_lora(build_tiny("qwen3"), lora)

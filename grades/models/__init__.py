@@ -149,11 +149,30 @@ def load_model(path: str | Path, dtype: str = "float32"):
     return model, tok
 
 
+EXPERTS_TARGET = "@experts"
+
+
 def apply_lora(model, lora: dict):
-    """Wrap ``model`` in a peft LoRA model (``lora``: r, alpha, dropout, targets, adapter_name)."""
+    """Wrap ``model`` in a peft LoRA model (``lora``: r, alpha, dropout, targets, adapter_name).
+
+    ``targets`` are peft ``target_modules``; the entry ``@experts`` also puts LoRA on every
+    3-D expert stack of a mixture-of-experts model (peft ``target_parameters``, from
+    :func:`grades.components.expert_lora_targets`), which module names cannot reach."""
     from peft import LoraConfig, get_peft_model
 
+    modules = [t for t in lora["targets"] if t != EXPERTS_TARGET]
+    extra = {}
+    if EXPERTS_TARGET in lora["targets"]:
+        from ..components import expert_lora_targets
+
+        if lora["dropout"]:
+            raise ConfigError(f"lora.dropout = {lora['dropout']}: peft allows no dropout on expert stacks "
+                              f"({EXPERTS_TARGET}); set lora.dropout: 0")
+        try:
+            extra["target_parameters"] = expert_lora_targets(model)
+        except ValueError as e:
+            raise ConfigError(f"lora.targets: {EXPERTS_TARGET}: {e}") from None
     cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                     target_modules=lora["targets"], task_type="CAUSAL_LM")
+                     target_modules=modules or None, task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, cfg, adapter_name=lora["adapter_name"])
 

@@ -22,11 +22,14 @@ from ..rundir import Run, setting_rank
 FORMATS = ("png", "pdf")
 DPI = 150
 
-# canonical order of matrix types (same as grades.components.TYPE_ORDER, kept here so
-# the report does not need torch)
-TYPE_ORDER = ["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
+# canonical order of matrix types: grades.components.TYPE_ORDER (a test keeps them equal), repeated
+# here so that the report does not import torch
+TYPE_ORDER = ["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down", "router", "expert_gate_up", "expert_up",
+              "expert_down", "shared_gate", "shared_up", "shared_gate_up", "shared_down", "shared_expert_gate"]
 TYPE_COLOURS = dict(zip(TYPE_ORDER, ["#1f77b4", "#ff7f0e", "#2ca02c", "#17becf", "#d62728",
-                                     "#9467bd", "#8c564b", "#bcbd22", "#e377c2"]))
+                                     "#9467bd", "#8c564b", "#bcbd22", "#e377c2",
+                                     "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+                                     "#e6550d", "#31a354", "#756bb1"]))
 SIGNAL_TEX = {"grad_delta_l1": r"$\|G_t - G_{t-1}\|_1$", "grad_l1": r"$\|G_t\|_1$",
               "weight_delta_l1": r"$\|W_t - W_{t-k}\|_1$"}
 
