@@ -71,11 +71,11 @@ def test_sweep_keeps_the_models_own_values_unless_the_grid_sets_them():
                                 "t": {"base": "LoRA+GradES", "grid": {"method.tau": [9.0]}},
                                 "lr": {"base": "FP", "grid": {"optim.lr": [1e-4], "steps": [50]}}}))
     tau_model = SMOKE["models"][M]["settings"]["LoRA+GradES"]["method"]["tau"]
-    a = gw.run_config(cfg, gw.Run(M, "LoRA+GradES[alpha=0.1]", 0), "m", "d")
+    a = gw.run_config(cfg, gw.PlannedRun(M, "LoRA+GradES[alpha=0.1]", 0), "m", "d")
     assert a["method"] == {"name": "grades", "alpha": 0.1, "tau": tau_model}
-    t = gw.run_config(cfg, gw.Run(M, "LoRA+GradES[tau=9.0]", 0), "m", "d")
+    t = gw.run_config(cfg, gw.PlannedRun(M, "LoRA+GradES[tau=9.0]", 0), "m", "d")
     assert t["method"]["tau"] == 9.0 and t["method"]["alpha"] == 0.3
-    lr = gw.run_config(cfg, gw.Run(M, "FP[lr=0.0001,steps=50]", 0), "m", "d")
+    lr = gw.run_config(cfg, gw.PlannedRun(M, "FP[lr=0.0001,steps=50]", 0), "m", "d")
     assert lr["optim"]["lr"] == 1e-4 and lr["steps"] == 50  # the grid beats finetune.lr's mapping
     assert "FP[lr=0.0001,steps=50]" not in {r.setting for r in gw.runs(cfg)}
     assert gw.setting_by_slug(cfg, "fp-lr-0-0001-steps-50") == "FP[lr=0.0001,steps=50]"
@@ -94,7 +94,7 @@ def test_empty_compare_block_compares_the_main_runs():
 
 def test_compare_settings_take_per_model_overrides():
     cfg = gw.load(copy.deepcopy(SMOKE))
-    rc = gw.run_config(cfg, gw.Run(M, "LoRA+GradES-weight", 0), "m", "d")
+    rc = gw.run_config(cfg, gw.PlannedRun(M, "LoRA+GradES-weight", 0), "m", "d")
     assert rc["method"]["name"] == "grades-weight"
     assert rc["method"]["tau"] == SMOKE["models"][M]["settings"]["LoRA+GradES-weight"]["method"]["tau"]
 
