@@ -31,6 +31,13 @@ def _res(rule, key):
     return lambda wc: gw.job_resources(W, wc.model, rule)[key]
 
 
+def job_env(wildcards, threads):
+    """The environment every job's command starts with (`{params.env}`): torch, OpenMP and MKL
+    use the job's `threads`, and idle OpenMP threads sleep instead of spinning, so a job does
+    not slow to a crawl when another process shares its cores."""
+    return f"OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+
+
 def _threads(rule):
     """cpus of the job (jobs.<rule>), or every core when it says 0 (--cores, at most this host's)."""
 
@@ -58,3 +65,53 @@ def _all_evals():
     evals = [f"{run_dir(r)}/eval.json" for r in RUNS]
     evals += [f"{RESULTS}/{m}/base/eval.json" for m in gw.enabled_models(W) if W["models"][m]["eval_base"]]
     return evals
+
+
+# ------------------------------------------------------------ the HTML report
+# `snakemake --report report.html`: tables and figures are marked with report(), grouped by
+# what they show (category) and the profile (subcategory); captions in workflow/report/.
+
+
+def report_table(path, caption):
+    """An accuracy or efficiency table (caption workflow/report/<caption>.rst)."""
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category="Accuracy and efficiency",
+        subcategory=PROFILE,
+        labels={"table": os.path.basename(path)},
+    )
+
+
+def report_figure(path):
+    """A figure of the `figures` rule (caption workflow/report/<figure name>.rst)."""
+    name, ext = os.path.splitext(os.path.basename(path))
+    return report(
+        path,
+        caption=f"../report/{name}.rst",
+        category="Figures",
+        subcategory=PROFILE,
+        labels={"figure": name, "format": ext[1:]},
+    )
+
+
+def report_multimodal(path):
+    """The VLM table or convergence figure (caption workflow/report/multimodal.rst)."""
+    return report(
+        path,
+        caption="../report/multimodal.rst",
+        category="Multimodal",
+        subcategory=PROFILE,
+        labels={"file": os.path.basename(path)},
+    )
+
+
+def report_comparison(path):
+    """The comparison table or a Pareto figure (caption workflow/report/comparison.rst)."""
+    return report(
+        path,
+        caption="../report/comparison.rst",
+        category="Comparison",
+        subcategory=PROFILE,
+        labels={"file": os.path.basename(path)},
+    )
