@@ -14,7 +14,7 @@ rule bench:
         "results/logs/bench.log",
     benchmark:
         "results/bench/snakemake_benchmark.tsv"
-    threads: workflow.cores
+    threads: all_cores
     params:
         env=job_env,
         py=PY,

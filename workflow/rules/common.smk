@@ -53,6 +53,14 @@ def _threads(rule):
     return threads
 
 
+def all_cores(wc):
+    """Every core Snakemake may use (--cores); 1 when it has none (--report, a cluster run)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
 def _weights(wc, input):
     """--model/--adapter arguments of grades.evaluate for one run."""
     run_out = os.path.dirname(input.train[0])
@@ -68,8 +76,9 @@ def _all_evals():
 
 
 # ------------------------------------------------------------ the HTML report
-# `snakemake --report report.html`: tables and figures are marked with report(), grouped by
-# what they show (category) and the profile (subcategory); captions in workflow/report/.
+# `snakemake --report report.html [all compare]`: tables and figures are marked with report(),
+# grouped by what they show (category) and the profile (subcategory), listed by file name;
+# captions in workflow/report/.
 
 
 def report_table(path, caption):
@@ -79,19 +88,19 @@ def report_table(path, caption):
         caption=f"../report/{caption}.rst",
         category="Accuracy and efficiency",
         subcategory=PROFILE,
-        labels={"table": os.path.basename(path)},
+        labels={"file": os.path.basename(path)},
     )
 
 
 def report_figure(path):
     """A figure of the `figures` rule (caption workflow/report/<figure name>.rst)."""
-    name, ext = os.path.splitext(os.path.basename(path))
+    name = os.path.splitext(os.path.basename(path))[0]
     return report(
         path,
         caption=f"../report/{name}.rst",
         category="Figures",
         subcategory=PROFILE,
-        labels={"figure": name, "format": ext[1:]},
+        labels={"file": os.path.basename(path)},
     )
 
 
