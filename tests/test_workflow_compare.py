@@ -178,3 +178,21 @@ def test_snakemake_compare_target_dry_run(tmp_path):
     assert counts["compare"] == "1" and counts["train"] == str(n) and counts["evaluate"] == str(n)
     assert "tables" not in counts and "figures" not in counts
     assert "figures/smoke/pareto_tiny-qwen3.png" in out and "lora-grades-tau-1-0" in out
+
+
+def test_official_peer_is_needed_to_run_not_to_plan(tmp_path, monkeypatch):
+    """`grades-official` (the released package in .peers/, scripts/setup.sh): a fresh clone
+    without it still validates and plans every run; only binding the method to a model (the
+    start of training) needs it, and the error says how to install it."""
+    from grades.methods import build_method
+    from grades.methods.base import MethodContext
+    from grades.methods.official import PeerMissingError
+
+    monkeypatch.setenv("GRADES_OFFICIAL_DIR", str(tmp_path / "no-peers"))
+    cfg = gw.load(copy.deepcopy(SMOKE))
+    run = next(r for r in gw.compare_runs(cfg) if r.setting == "LoRA+GradES-official")
+    rc = gw.run_config(cfg, run, "m", "d")
+    assert rc["method"]["name"] == "grades-official" and rc["method"]["tau"] == 0.45
+    method = build_method(rc["method"])
+    with pytest.raises(PeerMissingError, match=r"(?s)pip install --no-deps --target .*no-peers.*scripts/setup\.sh"):
+        method.bind(MethodContext(model=None, components=[], planned_steps=10, frozen=[]))
