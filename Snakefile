@@ -3,10 +3,17 @@
 #   snakemake --cores all                                   # embedded default (config/config.yaml)
 #   snakemake --cores all --configfile config/smoke.yaml    # CI smoke profile
 #   snakemake -n --configfile config/paper.yaml --profile workflow/profiles/slurm
-#   snakemake prefetch --configfile config/paper.yaml     # Hub downloads, on a login node
+#   snakemake prefetch --configfile config/paper.yaml       # Hub downloads, on a login node
 #   snakemake --cores all compare                           # second target: stopping methods compared
+#   snakemake --report report.html                          # browsable record of a finished run
 #
-# All logic lives in the `grades` package; rules only wire files to its CLIs.
+# The wheel ships this file with workflow/ beside it (grades/_shipped/); without a checkout,
+# `python -m grades.workflow run ARGS` takes the same arguments in any directory.
+#
+# All logic lives in the `grades` package; rules only wire files to its CLIs. Every rule
+# runs the interpreter that runs Snakemake (`{params.py}`), so the environment that runs
+# Snakemake (environment.yml, or `pip install 'grades-harness[workflow]'`) is the jobs'
+# environment: there are no per-rule conda environments.
 
 import os
 import shlex
@@ -14,11 +21,14 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
+from grades import resources as gr
 from grades import workflow as gw
 from grades.config import ConfigError
 
 if not config:  # a --configfile replaces the default instead of being merged into it
-    configfile: "config/config.yaml"
+
+    configfile: str(gr.default_configfile())
+
 
 # jobs read the Hugging Face cache only (the `prefetch` target downloads, on a login node);
 # an explicit HF_HUB_OFFLINE=0 in the environment is kept
@@ -30,7 +40,6 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{e}")
 
-ENV = "../../environment.yml"  # rule files live in workflow/rules/; used with --use-conda
 PY = shlex.quote(sys.executable)  # the interpreter running snakemake, which has grades installed
 PROFILE = W["profile"]
 RUNS = gw.runs(W)
@@ -40,6 +49,10 @@ LOGS = f"results/logs/{PROFILE}"
 BENCH = f"results/benchmarks/{PROFILE}"
 TABLES = f"results/tables/{PROFILE}"
 FIGURES = f"figures/{PROFILE}"
+
+
+report: "workflow/report/workflow.rst"
+
 
 wildcard_constraints:
     model="[A-Za-z0-9_.-]+",

@@ -1,9 +1,13 @@
-"""Where the files the harness ships beside its code live: task YAMLs, schemas, the
-workflow, profiles and the paper's reference numbers.
+"""Where the files shipped beside the code live, in a source checkout and in an installed wheel.
 
-Every other module asks here instead of building paths from ``__file__``, so the same
-code runs from a source checkout and from an installed wheel. Environment variables
-override single locations (``GRADES_EVAL_TASKS_DIR``).
+Those files are the workflow (``Snakefile`` and ``workflow/``: rules, profiles, schemas,
+report captions), the workflow profiles (``config/*.yaml``), the lm-eval task YAMLs
+(``evals/tasks``, ``evals/tasks/hub`` with their Python helpers) and the paper's reference
+numbers (``results/paper``). In the repository they stay at the top level; a wheel
+carries the same tree as ``grades/_shipped/`` (``setup.py`` maps it), so :func:`root` is
+the checkout in one case and ``grades/_shipped`` in the other, and every path below it
+is the same. Every other module asks here instead of building paths from
+``__file__``. Environment variables override single locations (``GRADES_EVAL_TASKS_DIR``).
 """
 
 from __future__ import annotations
@@ -11,15 +15,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: the source checkout this package lives in (None when installed from a wheel)
 _HERE = Path(__file__).resolve().parent
+#: the data files inside an installed wheel (absent from a source checkout)
+SHIPPED = _HERE / "_shipped"
+#: the source checkout this package lives in (None when installed from a wheel)
 REPO_ROOT: Path | None = _HERE.parent if (_HERE.parent / "pyproject.toml").exists() else None
+#: the workflow profiles shipped in config/ (``config.yaml`` is the default)
+PROFILES = ("config", "smoke", "paper")
+
+
+def installed() -> bool:
+    """True when running from an installed wheel (its data files under ``grades/_shipped``)."""
+    return SHIPPED.is_dir()
 
 
 def root() -> Path:
     """The directory that holds ``evals/``, ``workflow/``, ``config/`` and ``results/paper``."""
+    if installed():
+        return SHIPPED
     if REPO_ROOT is None:
-        raise FileNotFoundError("grades is not running from a source checkout; its data files are missing")
+        raise FileNotFoundError(f"grades at {_HERE} is neither a source checkout nor an installed wheel with "
+                                f"its data files ({SHIPPED} is missing); reinstall the package")
     return REPO_ROOT
 
 
@@ -34,9 +50,36 @@ def hub_tasks_dir() -> Path:
     return tasks_dir() / "hub"
 
 
+def snakefile() -> Path:
+    """The workflow's Snakefile (it includes ``workflow/rules/*.smk``)."""
+    return root() / "Snakefile"
+
+
+def workflow_dir() -> Path:
+    """The workflow's ``rules/``, ``profiles/``, ``schemas/`` and ``report/`` captions."""
+    return root() / "workflow"
+
+
 def workflow_schema() -> Path:
     """The workflow config's JSON schema."""
-    return root() / "workflow" / "schemas" / "config.schema.yaml"
+    return workflow_dir() / "schemas" / "config.schema.yaml"
+
+
+def snakemake_profile(name: str) -> Path:
+    """A Snakemake profile shipped with the workflow (``default``, ``slurm``)."""
+    return workflow_dir() / "profiles" / name
+
+
+def profile_config(name: str) -> Path:
+    """A shipped workflow profile, ``config/<name>.yaml`` (``config``, ``smoke``, ``paper``)."""
+    return root() / "config" / f"{name}.yaml"
+
+
+def default_configfile() -> Path:
+    """The workflow config used without ``--configfile``: ``config/config.yaml`` of the working
+    directory when there is one (a checkout, or a copy the user edits), else the shipped one."""
+    local = Path("config") / "config.yaml"
+    return local if local.is_file() else profile_config("config")
 
 
 def paper_dir() -> Path:

@@ -19,9 +19,6 @@ LIBRARY_PACKAGES = ("grades.methods", "grades.flops")  # with every module insid
 
 def is_library(mod: str) -> bool:
     return mod in LIBRARY or any(mod == p or mod.startswith(p + ".") for p in LIBRARY_PACKAGES)
-# modules still being split (issue 17): emptied when the restructure lands
-KNOWN_LARGE: set[str] = {"grades.workflow"}
-KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:
@@ -137,7 +134,7 @@ def test_no_private_names_of_other_modules():
     mods = modules()
     bad = []
     for src, dst, name, line in imports(mods) + attribute_uses(mods):
-        if dst != src and _private(name) and (src, dst) not in KNOWN_PRIVATE:
+        if dst != src and _private(name):
             bad.append(f"{mods[src].relative_to(PKG.parent)}:{line}: {src} uses {dst}.{name}")
     assert not bad, "private names used across modules (make them public or move the code):\n" + "\n".join(bad)
 
@@ -152,16 +149,4 @@ def test_library_does_not_import_the_harness():
 @pytest.mark.parametrize("mod", sorted(modules()))
 def test_module_size(mod):
     n = len(modules()[mod].read_text().splitlines())
-    if mod in KNOWN_LARGE:
-        pytest.skip(f"{mod}: {n} lines, being split")
     assert n <= MAX_LINES, f"{mod} has {n} lines (at most {MAX_LINES}): it has outgrown one job; split it"
-
-
-def test_known_exceptions_are_still_needed():
-    """The allow-lists above only shrink: an entry that no longer applies must be removed."""
-    mods = modules()
-    for mod in KNOWN_LARGE:
-        assert mod in mods and len(mods[mod].read_text().splitlines()) > MAX_LINES, f"remove {mod} from KNOWN_LARGE"
-    used = {(s, d) for s, d, name, _ in imports(mods) + attribute_uses(mods) if _private(name) and s != d}
-    for pair in KNOWN_PRIVATE:
-        assert pair in used, f"remove {pair} from KNOWN_PRIVATE"

@@ -1,10 +1,13 @@
-"""The smoke profile end to end: snakemake -> prepare -> train -> lm-eval -> tables; then `compare`.
+"""The smoke profile end to end, from the installed wheel: prepare -> train -> lm-eval -> tables; then `compare`.
 
-Runs the real workflow (config/smoke.yaml) in a scratch working directory, offline,
-then checks the acceptance criteria on the tables it produced (the tiny language model's
-and the tiny VLM's multimodal table and figure), the run numbers against
-tests/golden/smoke.json, and that a rerun with nothing changed plans no job. About 10
-minutes on 2 CPU cores, plus about 7 for the `compare` target (8 more tiny LoRA runs).
+The project's wheel is built and installed into a scratch folder (tests/wheel_install.py),
+and `python -m grades.workflow run --cores all --configfile config/smoke.yaml` runs the
+real workflow from an empty working directory, offline, importing that copy: the
+packaged install is what runs. Then the acceptance criteria on the tables it produced
+(the tiny language model's and the tiny VLM's multimodal table and figure), the run
+numbers against tests/golden/smoke.json, that a rerun with nothing changed plans no job,
+and the HTML report of the run. About 10 minutes on 2 CPU cores, plus about 7 for the
+`compare` target (8 more tiny runs).
 """
 
 from __future__ import annotations
@@ -15,26 +18,39 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_page import check_report
+from wheel_install import build_wheel, install, installed_env
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "all", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    return install(build_wheel(tmp), tmp / "site")
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, installed):
     work = tmp_path_factory.mktemp("smoke")
-    r = _snakemake(work)
+    r = _snakemake(work, installed)
     if r.returncode != 0:
         logs = sorted((work / "results" / "logs").rglob("*.log"))
         tails = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in logs)
         pytest.fail(f"smoke workflow failed:\n{r.stderr[-4000:]}\n{tails}")
+    assert f"Snakefile: {installed}" in r.stdout + r.stderr, "the workflow did not run from the installed wheel"
     return work
+
+
+def _snakemake(workdir: Path, installed: Path, *args: str) -> subprocess.CompletedProcess:
+    """The packaged workflow in ``workdir``: `python -m grades.workflow run` with the installed copy
+    on PYTHONPATH. The released GradES of the compare target is the checkout's .peers/ (scripts/setup.sh)."""
+    from grades.methods.official import peer_dir
+
+    cmd = [sys.executable, "-m", "grades.workflow", "run", "--configfile", "config/smoke.yaml", "--cores", "all", *args]
+    env = installed_env(installed, GRADES_OFFICIAL_DIR=str(peer_dir()))
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1800)
 
 
 def test_smoke_tables_meet_acceptance(smoke_run):
@@ -107,8 +123,8 @@ def test_smoke_multimodal_table_and_figure(smoke_run):
     assert set(pd.read_csv(run / "fp-grades" / "seed0" / "freeze_events.csv").tower) == {"language", "vision"}
 
 
-def test_smoke_rerun_does_nothing(smoke_run):
-    r = _snakemake(smoke_run, "-n")
+def test_smoke_rerun_does_nothing(smoke_run, installed):
+    r = _snakemake(smoke_run, installed, "-n")
     assert r.returncode == 0, r.stderr
     assert "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
 
@@ -136,12 +152,22 @@ def test_smoke_matches_golden_values(smoke_run):
     assert not problems, "smoke run differs from tests/golden/smoke.json:\n" + "\n".join(problems)
 
 
-def test_smoke_compare_target(smoke_run):
+def test_smoke_report(smoke_run, installed, tmp_path):
+    """`snakemake --report report.html` of the finished run lists its tables and figures (Chromium)."""
+    r = _snakemake(smoke_run, installed, "--report", str(tmp_path / "report.html"))
+    assert r.returncode == 0 and (tmp_path / "report.html").stat().st_size > 100_000, (r.stdout + r.stderr)[-3000:]
+    files = [f"{t}.{e}" for t in ("accuracy", "efficiency", "multimodal") for e in ("csv", "md")]
+    files += [f"{f}.{e}" for f in ("fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind",
+                                   "freeze_heatmap", "vlm_convergence") for e in ("png", "pdf")]
+    check_report(tmp_path / "report.html", tmp_path, files, ["Accuracy and efficiency", "Figures", "Multimodal"])
+
+
+def test_smoke_compare_target(smoke_run, installed):
     """The second target: reuses the main LoRA runs, adds the other methods and the tau sweep
     (about 8 more tiny runs), then the comparison table and the Pareto figure."""
     runs = smoke_run / "results" / "runs" / "smoke" / "tiny-qwen3"
     shared = (runs / "lora-grades" / "seed0" / "train.json").stat().st_mtime
-    r = _snakemake(smoke_run, "compare")
+    r = _snakemake(smoke_run, installed, "compare")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert (runs / "lora-grades" / "seed0" / "train.json").stat().st_mtime == shared, "a shared run was redone"
     tab = pd.read_csv(smoke_run / "results" / "tables" / "smoke" / "comparison.csv")
@@ -153,4 +179,5 @@ def test_smoke_compare_target(smoke_run):
     assert "**" in (smoke_run / "results" / "tables" / "smoke" / "comparison.md").read_text()
     png = smoke_run / "figures" / "smoke" / "pareto_tiny-qwen3.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(_snakemake(smoke_run, "-n", "compare"))
+    again = _snakemake(smoke_run, installed, "-n", "compare")
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -71,11 +71,11 @@ def test_sweep_keeps_the_models_own_values_unless_the_grid_sets_them():
                                 "t": {"base": "LoRA+GradES", "grid": {"method.tau": [9.0]}},
                                 "lr": {"base": "FP", "grid": {"optim.lr": [1e-4], "steps": [50]}}}))
     tau_model = SMOKE["models"][M]["settings"]["LoRA+GradES"]["method"]["tau"]
-    a = gw.run_config(cfg, gw.Run(M, "LoRA+GradES[alpha=0.1]", 0), "m", "d")
+    a = gw.run_config(cfg, gw.PlannedRun(M, "LoRA+GradES[alpha=0.1]", 0), "m", "d")
     assert a["method"] == {"name": "grades", "alpha": 0.1, "tau": tau_model}
-    t = gw.run_config(cfg, gw.Run(M, "LoRA+GradES[tau=9.0]", 0), "m", "d")
+    t = gw.run_config(cfg, gw.PlannedRun(M, "LoRA+GradES[tau=9.0]", 0), "m", "d")
     assert t["method"]["tau"] == 9.0 and t["method"]["alpha"] == 0.3
-    lr = gw.run_config(cfg, gw.Run(M, "FP[lr=0.0001,steps=50]", 0), "m", "d")
+    lr = gw.run_config(cfg, gw.PlannedRun(M, "FP[lr=0.0001,steps=50]", 0), "m", "d")
     assert lr["optim"]["lr"] == 1e-4 and lr["steps"] == 50  # the grid beats finetune.lr's mapping
     assert "FP[lr=0.0001,steps=50]" not in {r.setting for r in gw.runs(cfg)}
     assert gw.setting_by_slug(cfg, "fp-lr-0-0001-steps-50") == "FP[lr=0.0001,steps=50]"
@@ -94,7 +94,7 @@ def test_empty_compare_block_compares_the_main_runs():
 
 def test_compare_settings_take_per_model_overrides():
     cfg = gw.load(copy.deepcopy(SMOKE))
-    rc = gw.run_config(cfg, gw.Run(M, "LoRA+GradES-weight", 0), "m", "d")
+    rc = gw.run_config(cfg, gw.PlannedRun(M, "LoRA+GradES-weight", 0), "m", "d")
     assert rc["method"]["name"] == "grades-weight"
     assert rc["method"]["tau"] == SMOKE["models"][M]["settings"]["LoRA+GradES-weight"]["method"]["tau"]
 
@@ -178,3 +178,21 @@ def test_snakemake_compare_target_dry_run(tmp_path):
     assert counts["compare"] == "1" and counts["train"] == str(n) and counts["evaluate"] == str(n)
     assert "tables" not in counts and "figures" not in counts
     assert "figures/smoke/pareto_tiny-qwen3.png" in out and "lora-grades-tau-1-0" in out
+
+
+def test_official_peer_is_needed_to_run_not_to_plan(tmp_path, monkeypatch):
+    """`grades-official` (the released package in .peers/, scripts/setup.sh): a fresh clone
+    without it still validates and plans every run; only binding the method to a model (the
+    start of training) needs it, and the error says how to install it."""
+    from grades.methods import build_method
+    from grades.methods.base import MethodContext
+    from grades.methods.official import PeerMissingError
+
+    monkeypatch.setenv("GRADES_OFFICIAL_DIR", str(tmp_path / "no-peers"))
+    cfg = gw.load(copy.deepcopy(SMOKE))
+    run = next(r for r in gw.compare_runs(cfg) if r.setting == "LoRA+GradES-official")
+    rc = gw.run_config(cfg, run, "m", "d")
+    assert rc["method"]["name"] == "grades-official" and rc["method"]["tau"] == 0.45
+    method = build_method(rc["method"])
+    with pytest.raises(PeerMissingError, match=r"(?s)pip install --no-deps --target .*no-peers.*scripts/setup\.sh"):
+        method.bind(MethodContext(model=None, components=[], planned_steps=10, frozen=[]))

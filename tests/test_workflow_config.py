@@ -1,6 +1,7 @@
 """Every bad workflow config is refused before anything runs, naming the field."""
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,5 +185,38 @@ def test_dry_run_routes_vlm_evaluation_to_grades_vlm(tmp_path):
     # the tiny VLM's jobs take one core each (models.tiny-vlm.resources.<rule>.cpus: 1)
     assert "--data cache/smoke/data/shapes --out results/runs/smoke/tiny-vlm/base/eval.json --threads 1" in out
     assert "--set threads=1" in out and "--set threads=2" in out
+    # every job's torch/OpenMP/MKL threads are its Snakemake threads, and idle OpenMP threads sleep
+    cmds = [ln.removeprefix("Shell command: ") for ln in out.splitlines()
+            if ln.startswith("Shell command: ") and ln != "Shell command: None"]  # None: run_config, all
+    assert len(cmds) == 25  # 2 prepare_data, 2 prepare_model, 8 train, 10 evaluate*, tables, figures, multimodal
+    for cmd in cmds:
+        m = re.match(r"OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=(\d+) MKL_NUM_THREADS=(\d+) ", cmd)
+        assert m and m[1] == m[2], cmd
+        threads = re.search(r"(?:--threads |--set threads=)(\d+)", cmd)
+        assert threads is None or threads[1] == m[1], cmd
     for f in ("results/tables/smoke/multimodal.md", "figures/smoke/vlm_convergence.png"):
         assert f in out
+
+
+def test_run_command_resolves_the_checkouts_paths_to_the_shipped_files(tmp_path, monkeypatch):
+    """`python -m grades.workflow run ARGS`: Snakemake on the shipped Snakefile in the working
+    directory; config/<name>.yaml and workflow/profiles/<name> mean the shipped copies unless
+    the working directory has its own."""
+    from grades import resources
+    from grades.workflow.launch import snakemake_command
+
+    monkeypatch.chdir(tmp_path)
+    cmd = snakemake_command(["-n", "--cores", "2", "all", "compare", "--configfile", "config/smoke.yaml",
+                             "config/paper.yaml", "--profile=workflow/profiles/slurm", "--config", "seeds=[1]"],
+                            python="py")
+    assert cmd[:7] == ["py", "-m", "snakemake", "--snakefile", str(resources.snakefile()), "--directory", "."]
+    assert cmd[7:] == ["-n", "--cores", "2", "all", "compare", "--configfile",
+                       str(resources.profile_config("smoke")), str(resources.profile_config("paper")),
+                       f"--profile={resources.snakemake_profile('slurm')}", "--config", "seeds=[1]"]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "smoke.yaml").write_text("profile: mine\n")  # the user's own copy wins
+    mine = snakemake_command(["--configfile=config/smoke.yaml", "-s", "S", "--directory", "w", "--profile", "x"])
+    assert mine[3:] == ["--configfile=config/smoke.yaml", "-s", "S", "--directory", "w", "--profile", "x"]
+    assert resources.default_configfile() == resources.profile_config("config")  # none in the working directory
+    (tmp_path / "config" / "config.yaml").write_text("profile: mine\n")
+    assert resources.default_configfile() == Path("config") / "config.yaml"

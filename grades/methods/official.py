@@ -7,8 +7,12 @@ it is installed into its own folder and loaded from there under another module n
 
     python -m pip install --no-deps --target .peers/grades_official grades==1.0.6
 
-(``scripts/setup.sh`` runs this; the folder can be moved with the environment variable
-``GRADES_OFFICIAL_DIR``.)
+(``scripts/setup.sh`` runs this in a checkout; an installed ``grades`` looks for
+``.peers/grades_official`` in the working directory; the environment variable
+``GRADES_OFFICIAL_DIR`` moves the folder.) The peer is imported when the method is bound
+to a model, not when it is built: a config that names ``grades-official`` validates
+without it (the workflow parses and plans its runs on a fresh clone), and only running
+such a run needs it, failing with the install command.
 
 What the released ``GradEarlyStoppingCallback`` decides (read from its source): at
 every ``on_step_end`` whose global step is a multiple of ``compute_interval`` k, for
@@ -61,7 +65,10 @@ from .bottomk import bad_param, is_number
 
 PEER_VERSION = "1.0.6"
 MODULE_NAME = "grades_official_1_0_6"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the source checkout this module lives in (None when grades is installed)
+REPO_ROOT: Path | None = Path(__file__).resolve().parents[2]
+if not (REPO_ROOT / "pyproject.toml").exists():
+    REPO_ROOT = None
 
 
 class PeerMissingError(ConfigError):
@@ -69,7 +76,11 @@ class PeerMissingError(ConfigError):
 
 
 def peer_dir() -> Path:
-    return Path(os.environ.get("GRADES_OFFICIAL_DIR") or REPO_ROOT / ".peers" / "grades_official")
+    """``$GRADES_OFFICIAL_DIR``, else ``.peers/grades_official`` of the checkout (of the working
+    directory when grades is installed)."""
+    if os.environ.get("GRADES_OFFICIAL_DIR"):
+        return Path(os.environ["GRADES_OFFICIAL_DIR"])
+    return (REPO_ROOT if REPO_ROOT is not None else Path.cwd()) / ".peers" / "grades_official"
 
 
 def install_command(target: Path | None = None) -> str:
@@ -82,7 +93,8 @@ def load_official(target: Path | None = None) -> ModuleType:
     init = target / "grades" / "__init__.py"
     if not init.exists():
         raise PeerMissingError(f"method 'grades-official' needs the released grades=={PEER_VERSION} in {target} "
-                               f"(not found: {init}). Install it with:\n    {install_command(target)}")
+                               f"(not found: {init}). Install it with:\n    {install_command(target)}\n"
+                               f"(in a checkout, `bash scripts/setup.sh` does this)")
     cached = sys.modules.get(MODULE_NAME)
     if cached is not None:
         if Path(cached.__file__).resolve() != init.resolve():
@@ -139,10 +151,13 @@ class OfficialGradES(StoppingMethod):
         if target_components is not None:
             self.params["target_components"] = list(target_components)
         self._history: list[tuple[int, torch.Tensor]] = []
-        self.module = load_official()  # fail at config time, with the install command
+        self.module: ModuleType | None = None  # the released package, imported by bind()
 
     # ------------------------------------------------------------------ setup
     def bind(self, ctx: MethodContext) -> None:
+        """Import the released package (:class:`PeerMissingError`, with the install command, when
+        it is missing) and start its callback on the model."""
+        self.module = load_official()
         super().bind(ctx)
         from transformers import TrainerControl, TrainerState
 

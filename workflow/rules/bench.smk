@@ -10,14 +10,13 @@ rule bench:
     output:
         summary="results/bench/summary.md",
         json="results/bench/bench.json",
-    params:
-        py=PY,
     log:
         "results/logs/bench.log",
     benchmark:
         "results/bench/snakemake_benchmark.tsv"
-    threads: workflow.cores
-    conda:
-        ENV
+    threads: all_cores
+    params:
+        env=job_env,
+        py=PY,
     shell:
-        "{params.py} -m grades.bench --out results/bench --threads {threads} > {log} 2>&1"
+        "{params.env} {params.py} -m grades.bench --out results/bench --threads {threads} > {log} 2>&1"

@@ -31,6 +31,13 @@ def _res(rule, key):
     return lambda wc: gw.job_resources(W, wc.model, rule)[key]
 
 
+def job_env(wildcards, threads):
+    """The environment every job's command starts with (`{params.env}`): torch, OpenMP and MKL
+    use the job's `threads`, and idle OpenMP threads sleep instead of spinning, so a job does
+    not slow to a crawl when another process shares its cores."""
+    return f"OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+
+
 def _threads(rule):
     """cpus of the job (jobs.<rule>), or every core when it says 0 (--cores, at most this host's)."""
 
@@ -46,6 +53,14 @@ def _threads(rule):
     return threads
 
 
+def all_cores(wc):
+    """Every core Snakemake may use (--cores); 1 when it has none (--report, a cluster run)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
 def _weights(wc, input):
     """--model/--adapter arguments of grades.evaluate for one run."""
     run_out = os.path.dirname(input.train[0])
@@ -58,3 +73,54 @@ def _all_evals():
     evals = [f"{run_dir(r)}/eval.json" for r in RUNS]
     evals += [f"{RESULTS}/{m}/base/eval.json" for m in gw.enabled_models(W) if W["models"][m]["eval_base"]]
     return evals
+
+
+# ------------------------------------------------------------ the HTML report
+# `snakemake --report report.html [all compare]`: tables and figures are marked with report(),
+# grouped by what they show (category) and the profile (subcategory), listed by file name;
+# captions in workflow/report/.
+
+
+def report_table(path, caption):
+    """An accuracy or efficiency table (caption workflow/report/<caption>.rst)."""
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category="Accuracy and efficiency",
+        subcategory=PROFILE,
+        labels={"file": os.path.basename(path)},
+    )
+
+
+def report_figure(path):
+    """A figure of the `figures` rule (caption workflow/report/<figure name>.rst)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    return report(
+        path,
+        caption=f"../report/{name}.rst",
+        category="Figures",
+        subcategory=PROFILE,
+        labels={"file": os.path.basename(path)},
+    )
+
+
+def report_multimodal(path):
+    """The VLM table or convergence figure (caption workflow/report/multimodal.rst)."""
+    return report(
+        path,
+        caption="../report/multimodal.rst",
+        category="Multimodal",
+        subcategory=PROFILE,
+        labels={"file": os.path.basename(path)},
+    )
+
+
+def report_comparison(path):
+    """The comparison table or a Pareto figure (caption workflow/report/comparison.rst)."""
+    return report(
+        path,
+        caption="../report/comparison.rst",
+        category="Comparison",
+        subcategory=PROFILE,
+        labels={"file": os.path.basename(path)},
+    )

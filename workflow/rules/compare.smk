@@ -12,19 +12,23 @@ rule compare:
         trains=[f"{run_dir(r)}/train.json" for r in COMPARE_RUNS],
         base=[f"{RESULTS}/{m}/base/eval.json" for m in gw.compare_models(W) if W["models"][m]["eval_base"]],
     output:
-        table=f"{TABLES}/comparison.csv",
-        table_md=f"{TABLES}/comparison.md",
-        pareto=expand(f"{FIGURES}/pareto_{{model}}.{{ext}}", model=gw.compare_models(W), ext=["png", "pdf"]),
+        table=report_comparison(f"{TABLES}/comparison.csv"),
+        table_md=report_comparison(f"{TABLES}/comparison.md"),
+        pareto=[
+            report_comparison(f)
+            for f in expand(f"{FIGURES}/pareto_{{model}}.{{ext}}", model=gw.compare_models(W), ext=["png", "pdf"])
+        ],
+    log:
+        f"{LOGS}/compare.log",
+    benchmark:
+        f"{BENCH}/compare.tsv"
     params:
+        env=job_env,
         py=PY,
         runs=lambda wc: RESULTS,
         figures=lambda wc: FIGURES,
         select=" ".join(gw.quote(f"{r.model}/{r.slug}/seed{r.seed}") for r in COMPARE_RUNS),
         models=" ".join(gw.quote(m) for m in gw.compare_models(W)),
-    log:
-        f"{LOGS}/compare.log",
-    conda:
-        ENV
     shell:
-        "{params.py} -m grades.report compare --runs {params.runs} --tables $(dirname {output.table}) "
+        "{params.env} {params.py} -m grades.report compare --runs {params.runs} --tables $(dirname {output.table}) "
         "--figures {params.figures} --select {params.select} --models {params.models} > {log} 2>&1"

@@ -9,118 +9,114 @@ VLM_MODELS = gw.model_regex(VLMS)
 
 
 rule evaluate:
-    wildcard_constraints:
-        model=LM_MODELS,
     input:
         train=rules.train.output,
         model=lambda wc: _model_dir(wc.model),
         data=lambda wc: _data_dir(wc.model),
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/eval.json",
-    params:
-        py=PY,
-        weights=_weights,
-        tasks=lambda wc: _tasks(wc.model),
-        args=_eval_args,
     log:
         f"{LOGS}/evaluate/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        model=LM_MODELS,
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
-    conda:
-        ENV
+    params:
+        env=job_env,
+        py=PY,
+        weights=_weights,
+        tasks=lambda wc: _tasks(wc.model),
+        args=_eval_args,
     shell:
-        "{params.py} -m grades.evaluate {params.weights} --tasks {params.tasks} --data {input.data} "
+        "{params.env} {params.py} -m grades.evaluate {params.weights} --tasks {params.tasks} --data {input.data} "
         "--out {output} --threads {threads} {params.args} > {log} 2>&1"
 
 
 rule evaluate_base:
-    wildcard_constraints:
-        model=LM_MODELS,
     input:
         model=lambda wc: _model_dir(wc.model),
         data=lambda wc: _data_dir(wc.model),
     output:
         f"{RESULTS}/{{model}}/base/eval.json",
-    params:
-        py=PY,
-        tasks=lambda wc: _tasks(wc.model),
-        args=_eval_args,
     log:
         f"{LOGS}/evaluate/{{model}}/base.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
+    wildcard_constraints:
+        model=LM_MODELS,
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
-    conda:
-        ENV
+    params:
+        env=job_env,
+        py=PY,
+        tasks=lambda wc: _tasks(wc.model),
+        args=_eval_args,
     shell:
-        "{params.py} -m grades.evaluate --model {input.model} --tasks {params.tasks} --data {input.data} "
+        "{params.env} {params.py} -m grades.evaluate --model {input.model} --tasks {params.tasks} --data {input.data} "
         "--out {output} --threads {threads} {params.args} > {log} 2>&1"
 
 
 rule evaluate_vlm:
-    wildcard_constraints:
-        model=VLM_MODELS,
     input:
         train=rules.train.output,
         model=lambda wc: _model_dir(wc.model),
         data=lambda wc: _data_dir(wc.model),
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/eval.json",
-    params:
-        py=PY,
-        weights=_weights,
-        args=lambda wc: gw.vlm_eval_args(W, wc.model),
     log:
         f"{LOGS}/evaluate/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        model=VLM_MODELS,
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
-    conda:
-        ENV
+    params:
+        env=job_env,
+        py=PY,
+        weights=_weights,
+        args=lambda wc: gw.vlm_eval_args(W, wc.model),
     shell:
-        "{params.py} -m grades.vlm evaluate {params.weights} --data {input.data} --out {output} "
+        "{params.env} {params.py} -m grades.vlm evaluate {params.weights} --data {input.data} --out {output} "
         "--threads {threads} {params.args} > {log} 2>&1"
 
 
 rule evaluate_vlm_base:
-    wildcard_constraints:
-        model=VLM_MODELS,
     input:
         model=lambda wc: _model_dir(wc.model),
         data=lambda wc: _data_dir(wc.model),
     output:
         f"{RESULTS}/{{model}}/base/eval.json",
-    params:
-        py=PY,
-        args=lambda wc: gw.vlm_eval_args(W, wc.model),
     log:
         f"{LOGS}/evaluate/{{model}}/base.log",
     benchmark:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
+    wildcard_constraints:
+        model=VLM_MODELS,
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
-    conda:
-        ENV
+    params:
+        env=job_env,
+        py=PY,
+        args=lambda wc: gw.vlm_eval_args(W, wc.model),
     shell:
-        "{params.py} -m grades.vlm evaluate --model {input.model} --data {input.data} --out {output} "
+        "{params.env} {params.py} -m grades.vlm evaluate --model {input.model} --data {input.data} --out {output} "
         "--threads {threads} {params.args} > {log} 2>&1"

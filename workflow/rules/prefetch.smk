@@ -9,12 +9,13 @@
 rule prefetch:
     output:
         f"{CACHE}/prefetch.json",
-    params:
-        py=PY,
-        cfg=lambda wc: gw.quote(gw.dumps(config)),
     log:
         f"{LOGS}/prefetch.log",
-    conda:
-        ENV
+    benchmark:
+        f"{BENCH}/prefetch.tsv"
+    params:
+        env=job_env,
+        py=PY,
+        cfg=lambda wc: gw.quote(gw.dumps(config)),
     shell:
-        "{params.py} -m grades.prefetch --config-json {params.cfg} --out {output} > {log} 2>&1"
+        "{params.env} {params.py} -m grades.prefetch --config-json {params.cfg} --out {output} > {log} 2>&1"

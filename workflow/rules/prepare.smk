@@ -4,28 +4,26 @@
 rule prepare_data:
     output:
         directory(f"{CACHE}/data/{{dataset}}"),
-    params:
-        py=PY,
-        spec=lambda wc: gw.quote(W["datasets"][wc.dataset]["source"]),
-        options=lambda wc: gw.quote(gw.dumps(W["datasets"][wc.dataset]["options"])),
     log:
         f"{LOGS}/prepare_data/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/prepare_data/{{dataset}}.tsv"
     resources:
         mem_mb=W["jobs"]["prepare"]["mem_mb"],
         runtime=W["jobs"]["prepare"]["runtime"],
-    conda:
-        ENV
+    params:
+        env=job_env,
+        py=PY,
+        spec=lambda wc: gw.quote(W["datasets"][wc.dataset]["source"]),
+        options=lambda wc: gw.quote(gw.dumps(W["datasets"][wc.dataset]["options"])),
     shell:
-        "{params.py} -m grades.data prepare --spec {params.spec} --out {output} --options {params.options} > {log} 2>&1"
+        "{params.env} {params.py} -m grades.data prepare --spec {params.spec} --out {output} "
+        "--options {params.options} > {log} 2>&1"
 
 
 rule prepare_model:
     output:
         directory(f"{CACHE}/models/{{model}}"),
-    params:
-        py=PY,
-        spec=lambda wc: gw.quote(W["models"][wc.model]["source"]),
-        options=lambda wc: gw.quote(gw.dumps(W["models"][wc.model]["options"])),
     log:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
@@ -35,8 +33,11 @@ rule prepare_model:
         mem_mb=_res("prepare", "mem_mb"),
         runtime=_res("prepare", "runtime"),
         cpus_per_task=_res("prepare", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
-    conda:
-        ENV
+    params:
+        env=job_env,
+        py=PY,
+        spec=lambda wc: gw.quote(W["models"][wc.model]["source"]),
+        options=lambda wc: gw.quote(gw.dumps(W["models"][wc.model]["options"])),
     shell:
-        "{params.py} -m grades.models prepare --spec {params.spec} --out {output} --options {params.options} "
-        "--threads {threads} > {log} 2>&1"
+        "{params.env} {params.py} -m grades.models prepare --spec {params.spec} --out {output} "
+        "--options {params.options} --threads {threads} > {log} 2>&1"

@@ -1,8 +1,12 @@
-# Tables and figures, built only from run files.
+# Tables and figures, built only from run files. Each is marked for the HTML report
+# (`snakemake --report report.html`): category = what it shows, subcategory = the profile;
+# captions in workflow/report/.
 
 
 PAPER_MODELS = W["report"]["paper_models"]  # our model -> the paper's name: comparison tables too
 PAPER_TABLES = [f"{TABLES}/{n}" for n in gw.PAPER_TABLES] if PAPER_MODELS else []
+# the paper's numbers: `report.paper_dir`, else results/paper of the checkout or the wheel
+PAPER_DIR = W["report"]["paper_dir"] or str(gr.paper_dir())
 
 
 rule tables:
@@ -10,23 +14,28 @@ rule tables:
         evals=_all_evals(),
         trains=[f"{run_dir(r)}/train.json" for r in RUNS],
     output:
-        accuracy=f"{TABLES}/accuracy.csv",
-        accuracy_md=f"{TABLES}/accuracy.md",
-        efficiency=f"{TABLES}/efficiency.csv",
-        efficiency_md=f"{TABLES}/efficiency.md",
-        paper=PAPER_TABLES,
+        accuracy=report_table(f"{TABLES}/accuracy.csv", "accuracy"),
+        accuracy_md=report_table(f"{TABLES}/accuracy.md", "accuracy"),
+        efficiency=report_table(f"{TABLES}/efficiency.csv", "efficiency"),
+        efficiency_md=report_table(f"{TABLES}/efficiency.md", "efficiency"),
+        paper=[report_table(p, "paper") for p in PAPER_TABLES],
+    log:
+        f"{LOGS}/tables.log",
+    benchmark:
+        f"{BENCH}/tables.tsv"
     params:
+        env=job_env,
         py=PY,
         runs=lambda wc: RESULTS,  # the tables read every run file under it
         baseline=gw.quote(W["report"]["baseline"]),
-        paper=(f"--paper-dir {gw.quote(W['report']['paper_dir'] or 'results/paper')} --paper-models "
-               + gw.quote(",".join(f"{k}={v}" for k, v in PAPER_MODELS.items())) if PAPER_MODELS else ""),
-    log:
-        f"{LOGS}/tables.log",
-    conda:
-        ENV
+        paper=(
+            f"--paper-dir {gw.quote(PAPER_DIR)} --paper-models "
+            + gw.quote(",".join(f"{k}={v}" for k, v in PAPER_MODELS.items()))
+            if PAPER_MODELS
+            else ""
+        ),
     shell:
-        "{params.py} -m grades.report tables --runs {params.runs} --out $(dirname {output.accuracy}) "
+        "{params.env} {params.py} -m grades.report tables --runs {params.runs} --out $(dirname {output.accuracy}) "
         "--baseline {params.baseline} {params.paper} > {log} 2>&1"
 
 
@@ -38,25 +47,32 @@ rule figures:
         trains=[f"{run_dir(r)}/train.json" for r in RUNS],
     output:
         fig1=f"{FIGURES}/fig1_layer_signals.png",
-        rest=expand(f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"]),
+        rest=[report_figure(f) for f in expand(f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])],
+    log:
+        f"{LOGS}/figures.log",
+    benchmark:
+        f"{BENCH}/figures.tsv"
     params:
+        env=job_env,
         py=PY,
         runs=lambda wc: RESULTS,
         layer=f"--layer {W['report']['figure_layer']}" if W["report"]["figure_layer"] is not None else "",
-    log:
-        f"{LOGS}/figures.log",
-    conda:
-        ENV
     shell:
-        "{params.py} -m grades.report figures --runs {params.runs} --out $(dirname {output.fig1}) "
+        "{params.env} {params.py} -m grades.report figures --runs {params.runs} --out $(dirname {output.fig1}) "
         "{params.layer} > {log} 2>&1"
 
 
 # Vision-language models (VLMS, evaluate.smk): the multimodal table and the VLM
 # convergence figure; part of `all` only when the profile has a VLM.
 MULTIMODAL_OUTPUTS = (
-    [f"{TABLES}/multimodal.csv", f"{TABLES}/multimodal.md", f"{FIGURES}/vlm_convergence.png",
-     f"{FIGURES}/vlm_convergence.pdf"] if VLMS else []
+    [
+        f"{TABLES}/multimodal.csv",
+        f"{TABLES}/multimodal.md",
+        f"{FIGURES}/vlm_convergence.png",
+        f"{FIGURES}/vlm_convergence.pdf",
+    ]
+    if VLMS
+    else []
 )
 
 
@@ -66,17 +82,18 @@ rule multimodal:
         + [f"{RESULTS}/{m}/base/eval.json" for m in VLMS if W["models"][m]["eval_base"]],
         trains=[f"{run_dir(r)}/train.json" for r in RUNS if r.model in VLMS],
     output:
-        table=f"{TABLES}/multimodal.csv",
-        table_md=f"{TABLES}/multimodal.md",
-        png=f"{FIGURES}/vlm_convergence.png",
-        pdf=f"{FIGURES}/vlm_convergence.pdf",
-    params:
-        py=PY,
-        runs=lambda wc: RESULTS,
+        table=report_multimodal(f"{TABLES}/multimodal.csv"),
+        table_md=report_multimodal(f"{TABLES}/multimodal.md"),
+        png=report_multimodal(f"{FIGURES}/vlm_convergence.png"),
+        pdf=report_multimodal(f"{FIGURES}/vlm_convergence.pdf"),
     log:
         f"{LOGS}/multimodal.log",
-    conda:
-        ENV
+    benchmark:
+        f"{BENCH}/multimodal.tsv"
+    params:
+        env=job_env,
+        py=PY,
+        runs=lambda wc: RESULTS,
     shell:
-        "{params.py} -m grades.report multimodal --runs {params.runs} --tables $(dirname {output.table}) "
+        "{params.env} {params.py} -m grades.report multimodal --runs {params.runs} --tables $(dirname {output.table}) "
         "--figures $(dirname {output.png}) > {log} 2>&1"

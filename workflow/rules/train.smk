@@ -13,10 +13,10 @@
 rule run_config:
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/run.yaml",
-    params:
-        cfg=lambda wc: gw.run_config(W, _run(wc), _model_dir(wc.model), _data_dir(wc.model)),
     log:
         f"{LOGS}/run_config/{{model}}/{{setting}}/seed{{seed}}.log",
+    params:
+        cfg=lambda wc: gw.run_config(W, _run(wc), _model_dir(wc.model), _data_dir(wc.model)),
     run:
         gw.write_run_config(params.cfg, output[0])
 
@@ -28,10 +28,6 @@ rule train:
         data=lambda wc: _data_dir(wc.model),
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/train.json",
-    params:
-        launch=lambda wc: gw.train_launcher(W, wc.model, sys.executable),  # torchrun when gpus > 1
-        out=lambda wc: run_dir(_run(wc)),
-        ckpt=lambda wc: f"results/checkpoints/{PROFILE}/{wc.model}/{wc.setting}/seed{wc.seed}",
     log:
         f"{LOGS}/train/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
@@ -42,8 +38,11 @@ rule train:
         mem_mb=_res("train", "mem_mb"),
         runtime=_res("train", "runtime"),
         cpus_per_task=_res("train", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
-    conda:
-        ENV
+    params:
+        env=job_env,
+        launch=lambda wc: gw.train_launcher(W, wc.model, sys.executable),  # torchrun when gpus > 1
+        out=lambda wc: run_dir(_run(wc)),
+        ckpt=lambda wc: f"results/checkpoints/{PROFILE}/{wc.model}/{wc.setting}/seed{wc.seed}",
     shell:
-        "{params.launch} --config {input.cfg} --out {params.out} --set threads={threads} "
+        "{params.env} {params.launch} --config {input.cfg} --out {params.out} --set threads={threads} "
         "--checkpoint-dir {params.ckpt} --no-progress > {log} 2>&1"

@@ -1,0 +1,180 @@
+"""What each job gets: cluster resources, the training launcher and evaluation arguments.
+
+The rules call these with the validated config and a model key; every value they return
+is ready for a shell command (:func:`quote`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+
+from .plan import deep_merge
+
+
+def quote(s: str) -> str:
+    """Shell-quote a value for a rule's shell command."""
+    return shlex.quote(str(s))
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+# ---------------------------------------------------------------- resources
+def eval_gpus(cfg: dict, model: str) -> int:
+    mc = cfg["models"][model]
+    if mc["eval_gpus"] is not None:
+        return mc["eval_gpus"]
+    return 1 if mc["gpus"] > 0 else 0
+
+
+def job_resources(cfg: dict, model: str, rule: str) -> dict:
+    """Cluster resources of one job: ``{"gpu", "mem_mb", "runtime", "cpus"}``.
+
+    ``rule`` is ``train``, ``evaluate`` or ``prepare``. Scaled by the model's ``size_b``
+    (see the ``jobs`` block of the workflow schema); ``models.<m>.resources.<rule>``
+    overrides any of them. ``cpus`` 0 means "all local cores" (the Snakefile decides)."""
+    if rule not in ("train", "evaluate", "prepare"):
+        raise ValueError(f"no job resources for rule {rule!r}")
+    mc = cfg["models"][model]
+    j = cfg["jobs"][rule]
+    gpu = {"train": mc["gpus"], "evaluate": eval_gpus(cfg, model), "prepare": 0}[rule]
+    size = mc["size_b"] or 0.0
+    procs = max(1, gpu) if rule == "train" else 1
+    out = {
+        "gpu": gpu,
+        "mem_mb": int(math.ceil(j["mem_mb"] + j["mem_mb_per_b"] * size * procs)),
+        "runtime": int(math.ceil(j["runtime"] + j["runtime_per_b"] * size)),
+        "cpus": j["cpus_per_gpu"] * gpu if gpu else j["cpus"],
+    }
+    out.update(mc["resources"].get(rule, {}))
+    return out
+
+
+def train_launcher(cfg: dict, model: str, python: str) -> str:
+    """The command that starts ``grades.train`` for one model: the interpreter, or a
+    one-process-per-GPU launcher when the model trains on more than one GPU."""
+    n = cfg["models"][model]["gpus"]
+    py = quote(python)
+    if n <= 1:
+        return f"{py} -m grades.train"
+    la = cfg["launcher"]
+    extra = f" {la['args']}" if la["args"] else ""
+    if la["name"] == "accelerate":
+        return (f"{py} -m accelerate.commands.launch --num_processes {n} --num_machines 1"
+                f"{extra} --module grades.train")
+    return f"{py} -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node {n}{extra} -m grades.train"
+
+
+# ---------------------------------------------------------------- evaluation
+def eval_args(cfg: dict, model: str) -> str:
+    """Options of ``python -m grades.evaluate`` common to every evaluation of ``model``."""
+    e = cfg["eval"]
+    parts = [f"--backend {e['backend']}", f"--batch-size {e['batch_size']}", f"--dtype {e['dtype']}",
+             f"--num-fewshot {e['num_fewshot']}", f"--seed {e['seed']}"]
+    if e["limit"]:
+        parts.append(f"--limit {e['limit']}")
+    if e["lora"] == "merged":
+        parts.append("--merge-adapter")
+    if e["backend"] == "vllm":
+        parts += vllm_args(cfg, model)
+    else:
+        parts.append(f"--device {quote(e['device'])}")
+    return " ".join(parts)
+
+
+def vllm_args(cfg: dict, model: str) -> list[str]:
+    """vLLM's options of an evaluation of ``model`` (grades.evaluate and grades.vlm share them)."""
+    e = cfg["eval"]
+    out = [f"--tensor-parallel-size {max(1, eval_gpus(cfg, model))}",
+           f"--gpu-memory-utilization {e['gpu_memory_utilization']}"]
+    return out + ([f"--max-model-len {e['max_model_len']}"] if e["max_model_len"] else [])
+
+
+def eval_tasks(cfg: dict, model: str) -> list[str]:
+    d = cfg["datasets"][cfg["models"][model]["dataset"]]
+    return list(d["eval_tasks"]) + list(d["lm_eval_tasks"])
+
+
+# ------------------------------------------------------------ vision-language
+IMAGE_DATASETS = ("synthetic:shapes",)  # data sources whose rows carry images
+
+
+def is_image_dataset(dc: dict) -> bool:
+    """A dataset whose rows carry pictures: ``synthetic:shapes``, or a Hub dataset read with an
+    image format (``hf-dataset:...`` with ``options.format: cauldron``)."""
+    from ..data.hub import IMAGE_FORMATS
+
+    src = dc["source"]
+    return src in IMAGE_DATASETS or (src.startswith("hf-dataset:") and dc["options"].get("format") in IMAGE_FORMATS)
+
+
+def is_vlm(cfg: dict, model: str) -> bool:
+    """Whether a model of the workflow config is a vision-language model, decided at parse
+    time: a ``tiny-vlm:`` source, an image dataset (:func:`is_image_dataset`), or an existing
+    ``local:`` checkpoint whose config.json has a ``vision_config``."""
+    mc = cfg["models"][model]
+    src = mc["source"]
+    if src.startswith(("tiny-vlm:", "compose-vlm:")):
+        return True
+    if is_image_dataset(cfg["datasets"][mc["dataset"]]):
+        return True
+    if src.startswith("local:") or Path(src).expanduser().is_dir():
+        from ..models import is_vlm_dir
+
+        return is_vlm_dir(Path(src.removeprefix("local:")).expanduser())
+    return False
+
+
+def vlm_models(cfg: dict) -> list[str]:
+    return [m for m in cfg["models"] if is_vlm(cfg, m)]
+
+
+def model_regex(models: list[str]) -> str:
+    """A wildcard constraint matching exactly these model keys (nothing when empty)."""
+    return "|".join(re.escape(m) for m in models) if models else "(?!x)x"
+
+
+def vlm_prompt(cfg: dict, model: str) -> str:
+    """The prompt format a VLM is fine-tuned with: ``finetune.data.prompt`` of the model (over
+    the shared finetune block), ``plain`` by default."""
+    ft = deep_merge(cfg["finetune"], cfg["models"][model]["finetune"])
+    return (ft.get("data") or {}).get("prompt", "plain")
+
+
+def vlm_eval_args(cfg: dict, model: str) -> str:
+    """Arguments of ``python -m grades.vlm evaluate`` for a VLM of the workflow config.
+
+    Tasks: the dataset's ``eval_tasks`` (over its prepared test split: the multiple-choice
+    one scored by grades.vlm, since lm-eval's hf-multimodal backend has no log-likelihood
+    for requests with images; those with a template in evals/tasks, e.g. ``shapes_gen``,
+    through lm-eval) and its ``lm_eval_tasks`` (the benchmarks of evals/tasks/hub, e.g.
+    ``gqa``, ``vqav2``, ``coco_caption``, ``mmstar_*``, read from the HF cache). lm-eval
+    runs them with the ``eval.backend``'s multimodal model: ``hf`` -> hf-multimodal,
+    ``vllm`` -> vllm-vlm (with the tensor-parallel size, memory fraction and context length
+    of the LM path). Prompts go through the chat template (``--apply-chat-template``) when
+    the model is fine-tuned on it (``finetune.data.prompt: chat``), so runs and the base
+    model are scored in the format they are trained in."""
+    e = cfg["eval"]
+    chat = vlm_prompt(cfg, model) == "chat"
+    dtype = cfg["models"][model]["dtype"] if e["dtype"] == "auto" else e["dtype"]
+    parts = [f"--task {quote(','.join(eval_tasks(cfg, model)))}", f"--batch-size {e['batch_size']}",
+             f"--dtype {dtype}"]
+    if e["limit"]:
+        parts.append(f"--limit {e['limit']}")
+    # options that differ from the CLI's defaults (hf, seed 0, cpu, plain prompts)
+    if e["backend"] != "hf":
+        parts.append(f"--backend {e['backend']}")
+    if e["seed"]:
+        parts.append(f"--seed {e['seed']}")
+    if chat:
+        parts.append("--apply-chat-template")
+    if e["backend"] == "vllm":
+        parts += vllm_args(cfg, model)
+    elif e["device"] != "cpu":
+        parts.append(f"--device {quote(e['device'])}")
+    return " ".join(parts)
