@@ -13,7 +13,7 @@
 # All logic lives in the `grades` package; rules only wire files to its CLIs. Every rule
 # runs the interpreter that runs Snakemake (`{params.py}`), so the environment that runs
 # Snakemake (environment.yml, or `pip install 'grades-harness[workflow]'`) is the jobs'
-# environment: there are no per-rule conda environments.
+# environment; with --use-conda each job runs in workflow/envs/grades.yaml instead.
 
 import os
 import shlex
@@ -40,7 +40,12 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{e}")
 
-PY = shlex.quote(sys.executable)  # the interpreter running snakemake, which has grades installed
+# Without --use-conda every job runs the interpreter running Snakemake (which has grades installed);
+# with it, the `python` of the rule's conda environment (workflow/envs/grades.yaml), importing grades
+# from this checkout (gw.conda_pythonpath).
+USE_CONDA = gw.uses_conda(workflow)
+PY = "python" if USE_CONDA else shlex.quote(sys.executable)
+ENV = "../envs/grades.yaml"  # relative to workflow/rules/
 PROFILE = W["profile"]
 RUNS = gw.runs(W)
 CACHE = f"cache/{PROFILE}"

@@ -19,6 +19,7 @@ SHIPPED = {
     "workflow/rules": ["*.smk"],
     "workflow/schemas": ["*.yaml"],
     "workflow/report": ["*.rst"],
+    "workflow/envs": ["*.yaml"],
     **{p.rstrip("/"): ["*.yaml"] for p in sorted(glob("workflow/profiles/*/"))},
     "config": ["*.yaml"],
     "evals/tasks": ["*.yaml", "_*_yaml", "*.py"],

@@ -13,13 +13,14 @@ calls :func:`load` once at parse time; everything else it asks for comes from he
 """
 
 from .config import SCHEMA, check_sources, check_vlm_tasks, expand_extra, load
-from .jobs import (IMAGE_DATASETS, dumps, eval_args, eval_gpus, eval_tasks, is_image_dataset, is_vlm, job_resources,
-                   model_regex, quote, train_launcher, vllm_args, vlm_eval_args, vlm_models, vlm_prompt)
+from .jobs import (IMAGE_DATASETS, conda_pythonpath, dumps, eval_args, eval_gpus, eval_tasks, is_image_dataset, is_vlm, job_resources,
+                   model_regex, quote, train_launcher, uses_conda, vllm_args, vlm_eval_args, vlm_models,
+                   vlm_prompt)
 from .plan import (PAPER_TABLES, PlannedRun, compare_models, compare_runs, deep_merge, enabled_models, run_config,
                    runs, setting_by_slug, slug, sweep_settings, write_run_config)
 
 __all__ = ["SCHEMA", "IMAGE_DATASETS", "PAPER_TABLES", "PlannedRun", "check_sources", "check_vlm_tasks",
-           "compare_models", "compare_runs", "deep_merge", "dumps", "enabled_models", "eval_args", "eval_gpus",
+           "compare_models", "compare_runs", "conda_pythonpath", "deep_merge", "dumps", "enabled_models", "eval_args", "eval_gpus",
            "eval_tasks", "expand_extra", "is_image_dataset", "is_vlm", "job_resources", "load", "model_regex",
-           "quote", "run_config", "runs", "setting_by_slug", "slug", "sweep_settings", "train_launcher",
+           "quote", "run_config", "runs", "setting_by_slug", "slug", "sweep_settings", "train_launcher", "uses_conda",
            "vllm_args", "vlm_eval_args", "vlm_models", "vlm_prompt", "write_run_config"]

@@ -12,6 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
+from ..config import ConfigError
 from .plan import deep_merge
 
 
@@ -25,6 +26,27 @@ def dumps(obj) -> str:
 
 
 # ---------------------------------------------------------------- resources
+def uses_conda(workflow) -> bool:
+    """Whether Snakemake runs the jobs in their conda environments (``--use-conda``)."""
+    from snakemake.settings.types import DeploymentMethod
+
+    settings = getattr(workflow, "deployment_settings", None)
+    return DeploymentMethod.CONDA in (getattr(settings, "deployment_method", None) or ())
+
+
+def conda_pythonpath() -> str:
+    """Where a job in the conda environment (workflow/envs/grades.yaml, dependencies only) finds
+    ``grades``: the source checkout. An installed package has no checkout to point at."""
+    from ..resources import REPO_ROOT
+
+    if REPO_ROOT is None:
+        raise ConfigError("--use-conda: the jobs' conda environment (workflow/envs/grades.yaml) holds the "
+                          "dependencies and imports grades from a source checkout, and this grades is an installed "
+                          "package; run from a checkout, or run without --use-conda (the jobs then use the "
+                          "environment that runs Snakemake)")
+    return str(REPO_ROOT)
+
+
 def eval_gpus(cfg: dict, model: str) -> int:
     mc = cfg["models"][model]
     if mc["eval_gpus"] is not None:

@@ -14,6 +14,8 @@ rule bench:
         "results/logs/bench.log",
     benchmark:
         "results/bench/snakemake_benchmark.tsv"
+    conda:
+        ENV
     threads: all_cores
     params:
         env=job_env,

@@ -34,8 +34,12 @@ def _res(rule, key):
 def job_env(wildcards, threads):
     """The environment every job's command starts with (`{params.env}`): torch, OpenMP and MKL
     use the job's `threads`, and idle OpenMP threads sleep instead of spinning, so a job does
-    not slow to a crawl when another process shares its cores."""
-    return f"OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+    not slow to a crawl when another process shares its cores. Under --use-conda, PYTHONPATH
+    points at the checkout so that the job imports this grades."""
+    env = f"OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+    if USE_CONDA:  # the conda environment has the dependencies; grades comes from this checkout
+        env += f" PYTHONPATH={gw.quote(gw.conda_pythonpath())}${{PYTHONPATH:+:$PYTHONPATH}}"
+    return env
 
 
 def _threads(rule):

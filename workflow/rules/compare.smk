@@ -22,6 +22,8 @@ rule compare:
         f"{LOGS}/compare.log",
     benchmark:
         f"{BENCH}/compare.tsv"
+    conda:
+        ENV
     params:
         env=job_env,
         py=PY,

@@ -21,6 +21,8 @@ rule evaluate:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
     wildcard_constraints:
         model=LM_MODELS,
+    conda:
+        ENV
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
@@ -50,6 +52,8 @@ rule evaluate_base:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
     wildcard_constraints:
         model=LM_MODELS,
+    conda:
+        ENV
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
@@ -79,6 +83,8 @@ rule evaluate_vlm:
         f"{BENCH}/evaluate/{{model}}/{{setting}}/seed{{seed}}.tsv"
     wildcard_constraints:
         model=VLM_MODELS,
+    conda:
+        ENV
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
@@ -107,6 +113,8 @@ rule evaluate_vlm_base:
         f"{BENCH}/evaluate/{{model}}/base.tsv"
     wildcard_constraints:
         model=VLM_MODELS,
+    conda:
+        ENV
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),

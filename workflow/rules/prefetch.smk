@@ -13,6 +13,8 @@ rule prefetch:
         f"{LOGS}/prefetch.log",
     benchmark:
         f"{BENCH}/prefetch.tsv"
+    conda:
+        ENV
     params:
         env=job_env,
         py=PY,

@@ -8,6 +8,8 @@ rule prepare_data:
         f"{LOGS}/prepare_data/{{dataset}}.log",
     benchmark:
         f"{BENCH}/prepare_data/{{dataset}}.tsv"
+    conda:
+        ENV
     resources:
         mem_mb=W["jobs"]["prepare"]["mem_mb"],
         runtime=W["jobs"]["prepare"]["runtime"],
@@ -28,6 +30,8 @@ rule prepare_model:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
         f"{BENCH}/prepare_model/{{model}}.tsv"
+    conda:
+        ENV
     threads: _threads("prepare")
     resources:
         mem_mb=_res("prepare", "mem_mb"),

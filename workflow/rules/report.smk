@@ -23,6 +23,8 @@ rule tables:
         f"{LOGS}/tables.log",
     benchmark:
         f"{BENCH}/tables.tsv"
+    conda:
+        ENV
     params:
         env=job_env,
         py=PY,
@@ -52,6 +54,8 @@ rule figures:
         f"{LOGS}/figures.log",
     benchmark:
         f"{BENCH}/figures.tsv"
+    conda:
+        ENV
     params:
         env=job_env,
         py=PY,
@@ -90,6 +94,8 @@ rule multimodal:
         f"{LOGS}/multimodal.log",
     benchmark:
         f"{BENCH}/multimodal.tsv"
+    conda:
+        ENV
     params:
         env=job_env,
         py=PY,

@@ -32,6 +32,8 @@ rule train:
         f"{LOGS}/train/{{model}}/{{setting}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/train/{{model}}/{{setting}}/seed{{seed}}.tsv"
+    conda:
+        ENV
     threads: _threads("train")
     resources:
         gpu=_res("train", "gpu"),
@@ -40,7 +42,7 @@ rule train:
         cpus_per_task=_res("train", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
     params:
         env=job_env,
-        launch=lambda wc: gw.train_launcher(W, wc.model, sys.executable),  # torchrun when gpus > 1
+        launch=lambda wc: gw.train_launcher(W, wc.model, PY),  # torchrun when gpus > 1
         out=lambda wc: run_dir(_run(wc)),
         ckpt=lambda wc: f"results/checkpoints/{PROFILE}/{wc.model}/{wc.setting}/seed{wc.seed}",
     shell:
