@@ -118,7 +118,7 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
     if out_dir is None and (out / "grades_model.json").exists():
         return out
     t0 = time.perf_counter()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned_by="grades_model.json") as tmp:
         info = source(kind).build(arg, opts, tmp)
         info = {"source": spec, "options": opts, **info, "prepare_time_s": round(time.perf_counter() - t0, 2)}
         (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -161,6 +161,7 @@ def apply_lora(model, lora: dict):
     from peft import LoraConfig, get_peft_model
 
     modules = [t for t in lora["targets"] if t != EXPERTS_TARGET]
+    check_lora_targets(model, modules, EXPERTS_TARGET in lora["targets"])
     extra = {}
     if EXPERTS_TARGET in lora["targets"]:
         from ..components import expert_lora_targets
@@ -176,3 +177,23 @@ def apply_lora(model, lora: dict):
                      target_modules=modules or None, task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, cfg, adapter_name=lora["adapter_name"])
 
+
+
+def check_lora_targets(model, targets: list[str], experts: bool = False) -> None:
+    """LoRA target names (peft ``target_modules``: a module's name or its last parts) that match
+    no module of ``model`` are refused, naming the field and the model's linear layers; when
+    only some match (the default list on a model with fused projections) a note names the others."""
+    import torch
+
+    names = [n for n, _ in model.named_modules() if n]
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not unmatched:
+        return
+    if len(unmatched) == len(targets) and not experts:
+        raise ConfigError(f"lora.targets = {targets}: no module of the model has {'this name' if len(targets) == 1 else 'these names'}"
+                          f"{closest(unmatched[0], linear)}; its linear layers are named {linear}")
+    import sys
+
+    print(f"note: lora.targets {unmatched} match no module of the model and get no adapter; its linear layers "
+          f"are named {linear}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..fetch import FetchError
+from ..io import TargetRefused
 from ..overrides import parse_options
 from . import parse_spec, prepare_model
 
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
         if parse_spec(args.spec)[0] == "local":
             raise ConfigError(f"--spec {args.spec!r} is already a local checkpoint; nothing to prepare")
         out = prepare_model(args.spec, args.out, **opts)
-    except (ConfigError, FetchError) as e:
+    except (ConfigError, FetchError, TargetRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = json.loads((Path(out) / "grades_model.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,6 +38,8 @@ def check_typed_options(kind: str, options: dict, defaults: dict) -> dict:
               isinstance(v, type(d)))
         if not ok:
             raise ConfigError(f"model.options.{k} = {v!r}: expected {type(d).__name__}")
+        if isinstance(d, (int, float)) and not isinstance(d, bool) and not math.isfinite(v):
+            raise ConfigError(f"model.options.{k} = {v!r}: not a finite number")
         if isinstance(d, (int, float)) and not isinstance(d, bool) and v < 0:
             raise ConfigError(f"model.options.{k} = {v!r}: must be >= 0")
         out[k] = v

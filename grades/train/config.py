@@ -14,20 +14,16 @@ import random
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..config import ConfigError
 from ..methods import build_method
 from ..schema import validate
+from ..yamlfile import read_yaml
 
 
 def load_run_config(path_or_dict) -> dict:
     """A validated run config (defaults filled in) from a YAML file or a mapping."""
     if isinstance(path_or_dict, (str, Path)):
-        p = Path(path_or_dict)
-        if not p.exists():
-            raise ConfigError(f"run config file not found: {p}")
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = read_yaml(path_or_dict, "run config file")
     else:
         raw = path_or_dict
     cfg = validate(raw, "run", "run config")
