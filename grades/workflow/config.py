@@ -162,15 +162,15 @@ def check_jsonl_source(cfg: dict, name: str, dc: dict, arg: str) -> None:
     the dataset is prepared), no options, and not inside the cache the workflow replaces."""
     from ..data import check_jsonl_dir
 
-    if dc["options"]:
-        raise ConfigError(f"data.options: a jsonl: dataset is copied as it is and takes no options; "
-                          f"remove {sorted(dc['options'])}")
     src = Path(arg).expanduser()
     cache = Path("cache") / cfg["profile"]
     if src.resolve() == cache.resolve() or cache.resolve() in src.resolve().parents:
         raise ConfigError(f"data.source = 'jsonl:{arg}' lies inside {cache}/, which the workflow rebuilds "
                           f"(and Snakemake deletes before it does); keep your data outside cache/")
     check_jsonl_dir(src, f"data.source = 'jsonl:{arg}'")
+    if dc["options"]:
+        raise ConfigError(f"data.options: a jsonl: dataset is copied as it is and takes no options; "
+                          f"remove {sorted(dc['options'])}")
 
 
 def check_vlm_tasks(cfg: dict) -> None:
