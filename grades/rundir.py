@@ -68,6 +68,9 @@ def check_writable(d: Path, what: str = "run directory") -> None:
     """Create ``d`` if needed and write a file into it, or raise :class:`RunDirError` saying why."""
     if d.exists() and not d.is_dir():
         raise RunDirError(f"{what} {d} is a file, not a directory; remove it or choose another directory")
+    parent = next((p for p in d.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise RunDirError(f"{what} {d}: {parent} is a file, not a directory; choose another directory")
     try:
         d.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=d)

@@ -431,3 +431,53 @@ def test_lora_target_that_matches_nothing(capsys):
             "did you mean 'q_proj'", "linear layers are named")
     apply_lora(build_tiny(), {**lora, "targets": ["q_proj", "qkv_proj"]})
     assert "['qkv_proj'] match no module" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ through Snakemake
+def _snakemake(tmp_path, cfg: dict, *targets: str, dry: bool = True):
+    import subprocess
+    import sys
+
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--cores", "1", *(["-n"] if dry else []), *targets, "--configfile", str(tmp_path / "wf.yaml")]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_path_names_and_deletes_nothing(tmp_path):
+    cache = tmp_path / "cache" / "smoke"
+    (cache / "models" / "prepared").mkdir(parents=True)
+    (cache / "data" / "world-mc").mkdir(parents=True)
+    r = _snakemake(tmp_path, _rename("models", M, ".."), "cache/smoke/models/..", dry=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "nothing was run" in out and "'..' means the parent directory" in out
+    assert (cache / "models" / "prepared").is_dir() and (cache / "data" / "world-mc").is_dir()
+    dup = (yaml.safe_dump(SMOKE, sort_keys=False) + "seeds: [1]\n")
+    (tmp_path / "dup.yaml").write_text(dup)
+    cfg = yaml.safe_load(dup)
+    r = _snakemake(tmp_path, cfg)  # the mapping itself is fine; the file with the duplicate is not:
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                        str(tmp_path), "-n", "--configfile", str(tmp_path / "dup.yaml")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "key 'seeds' is given twice" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_jsonl_dataset_is_prepared_by_the_workflow(tmp_path):
+    src = jsonl_dir(tmp_path)
+    cfg = copy.deepcopy(SMOKE)
+    cfg["profile"] = "mine"
+    cfg["datasets"]["world-mc"] = {"source": f"jsonl:{src}", "eval_tasks": ["world_mc"]}
+    r = _snakemake(tmp_path, cfg, "cache/mine/data/world-mc", dry=False)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    out = tmp_path / "cache" / "mine" / "data" / "world-mc"
+    assert json.loads((out / "meta.json").read_text())["counts"]["train"] == 6
+    assert (out / "test.jsonl").read_bytes() == (src / "test.jsonl").read_bytes()
+    r = _snakemake(tmp_path, cfg)  # the whole workflow plans with it, the prepared copy up to date
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "output: cache/mine/data/shapes" in r.stdout and "output: cache/mine/data/world-mc" not in r.stdout
