@@ -123,10 +123,12 @@ TRAIN_BAD = [
     (GOOD_TEXT + "on: 1\n", [], ["key True is not text", "quote it"]),
     (GOOD_TEXT + "3: x\n", [], ["key 3 is not text"]),
     (GOOD_TEXT, ["--out", ""], ["--out is empty"]),
+    (GOOD_TEXT, ["--set", "lora.adapter_name=../../escape"], ["lora.adapter_name = '../../escape'", "folder"]),
+    (GOOD_TEXT, ["--set", "model.source=" + "x" * 5000], ["model.source"]),
 ]
 
 
-@pytest.mark.parametrize("text,extra,words", TRAIN_BAD, ids=[f"{i}-{' '.join(b[1]) or (b[0] or 'none')[-12:]}"
+@pytest.mark.parametrize("text,extra,words", TRAIN_BAD, ids=[f"{i}-{(' '.join(b[1]) or (b[0] or 'none')[-12:])[:40]}"
                                                              for i, b in enumerate(TRAIN_BAD)])
 def test_train_refuses_bad_input_with_exit_2(tmp_path, capsys, text, extra, words):
     err = _train(tmp_path, capsys, text, *extra)
@@ -194,7 +196,7 @@ BAD_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("name,why", BAD_NAMES, ids=[repr(n)[:20] for n, _ in BAD_NAMES])
+@pytest.mark.parametrize("name,why", BAD_NAMES, ids=[f"{i}-{n[:12]}" for i, (n, _) in enumerate(BAD_NAMES)])
 def test_names_that_cannot_be_paths_are_refused(name, why):
     refused(lambda: gw.load(_rename("models", M, name)), "models:", repr(name), why, "ASCII letters")
     refused(lambda: gw.load(_rename("datasets", "world-mc", name)), "datasets:", why)
@@ -240,6 +242,9 @@ WF_BAD = [
     # lists where mappings go and the reverse
     (["finetune"], [1, 2], ["finetune = [1, 2]", "wrong type"]),
     (["models", M, "settings"], ["FP"], ["wrong type"]),
+    (["models", M, "settings", "FP+GradES"], None, ["settings.FP+GradES = None", "expected object"]),
+    (["models", M, "source"], "x" * 5000, ["models.tiny-qwen3.source"]),
+    (["models", M, "source"], "local:" + "x" * 5000, ["models.tiny-qwen3"]),
     (["seeds"], {"a": 1}, ["seeds", "wrong type"]),
     # silent rewrites
     (["report", "baseline"], "Fp", ["report.baseline = 'Fp'", "did you mean 'FP'"]),

@@ -206,3 +206,19 @@ def test_sigkilled_writer_leaves_a_lock_that_the_rerun_takes_over(tmp_path):
     assert f"took over the lock left by process {dead}" in r.stderr and "removed .model.k1ll3d00.tmp" in r.stderr
     assert json.loads((out / "train.json").read_text())["resumed_from_steps"] == [4]
     assert not (out / ".lock").exists() and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_checkpoint_removal_keeps_what_is_not_a_checkpoint(tmp_path):
+    """``--checkpoint-dir`` may name a folder with other files: only checkpoints are removed."""
+    from grades.train import Checkpoints
+
+    (tmp_path / "step-00000010").mkdir()
+    (tmp_path / "step-00000010" / "state.pt").write_text("x")
+    (tmp_path / ".tmp-step-00000020-99").mkdir()
+    (tmp_path / "notes.txt").write_text("mine\n")
+    Checkpoints(tmp_path).remove()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    only = tmp_path / "only"
+    (only / "step-00000001").mkdir(parents=True)
+    Checkpoints(only).remove()
+    assert not only.exists()  # a folder of checkpoints only goes with them

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 from pathlib import Path
@@ -78,7 +79,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
         if not arg:
             raise ConfigError(f"data.source = {spec!r}: nothing after '{kind}:'")
         return kind, arg
-    if Path(spec).expanduser().is_dir():
+    if os.path.isdir(os.path.expanduser(spec)):  # False, not an error, for a name too long
         return "jsonl", spec
     raise ConfigError(f"data.source = {spec!r}: unknown source kind '{kind if sep else spec}'"
                       f"{closest(kind, [*SOURCES.names(), 'jsonl'])}; use synthetic:world-mc, "
@@ -91,7 +92,7 @@ def resolve_local_data(spec: str) -> Path | None:
     if kind != "jsonl":
         return None
     d = Path(arg).expanduser()
-    if not d.is_dir():
+    if not os.path.isdir(d):
         raise DataError(f"data.source = {spec!r}: directory {d} does not exist; prepare it first "
                         f"(python -m grades.data prepare --spec ... --out {d})")
     return d
@@ -100,8 +101,8 @@ def resolve_local_data(spec: str) -> Path | None:
 def check_jsonl_dir(d: Path, where: str) -> None:
     """A directory holding ``train.jsonl``, ``validation.jsonl`` and ``test.jsonl`` (files; their lines
     are read by :func:`load_split`)."""
-    if not d.is_dir():
-        what = "is a file, not a directory" if d.exists() else "does not exist"
+    if not os.path.isdir(d):
+        what = "is a file, not a directory" if os.path.exists(d) else "does not exist"
         raise DataError(f"{where}: {d} {what}; a jsonl: dataset is a directory with "
                         f"{', '.join(s + '.jsonl' for s in SPLITS)}")
     missing = [f"{s}.jsonl" for s in SPLITS if not (d / f"{s}.jsonl").is_file()]

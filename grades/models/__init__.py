@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
             if check is not None:
                 check(arg, spec)
         return kind, arg
-    if Path(spec).expanduser().is_dir():
+    if os.path.isdir(os.path.expanduser(spec)):  # False, not an error, for a name too long
         return "local", spec
     if not sep and "/" in spec and not spec.startswith((".", "/")):
         return "hf", spec  # ORG/NAME: a Hub id
@@ -82,7 +83,7 @@ def resolve_local(spec: str) -> Path | None:
     if kind != "local":
         return None
     d = Path(arg).expanduser()
-    if not (d / "config.json").exists():
+    if not os.path.exists(d / "config.json"):
         raise ConfigError(f"model.source = {spec!r}: {d} is not a checkpoint directory (no config.json); "
                           f"prepare it first with python -m grades.models prepare --spec ... --out {d}")
     return d
@@ -128,7 +129,7 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
 def is_vlm_dir(path: str | Path) -> bool:
     """True if the checkpoint's config.json describes a vision-language model."""
     p = Path(path) / "config.json"
-    if not p.exists():
+    if not os.path.exists(p):
         return False
     try:
         cfg = json.loads(p.read_text())

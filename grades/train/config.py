@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import ConfigError
 from ..methods import build_method
 from ..schema import validate
 from ..yamlfile import read_yaml
@@ -27,8 +28,26 @@ def load_run_config(path_or_dict) -> dict:
     else:
         raw = path_or_dict
     cfg = validate(raw, "run", "run config")
+    check_sources(cfg)
     build_method(cfg["method"])  # validates method name and parameters now, before any work
     return cfg
+
+
+def check_sources(cfg: dict) -> None:
+    """The model and data source specs and their options (not whether a directory exists yet)."""
+    from ..data import check_options as data_options
+    from ..data import parse_spec as data_spec
+    from ..data import source_module
+    from ..models import check_options as model_options
+    from ..models import parse_spec as model_spec
+
+    try:
+        model_options(model_spec(cfg["model"]["source"])[0], cfg["model"]["options"])
+        kind, arg = data_spec(cfg["data"]["source"])
+        if kind != "jsonl":
+            data_options("data", cfg["data"]["options"], source_module(kind, arg).DEFAULTS)
+    except ConfigError as e:
+        raise ConfigError(f"run config: {e}") from None
 
 
 def config_hash(cfg: dict) -> str:
