@@ -32,8 +32,9 @@ def check_target(path: str | os.PathLike, *, directory: bool, owned_by: str | No
     raw = os.fspath(path)
     last = raw.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
     if last in ("", ".", ".."):
+        kind, example = ("directory", "out/run") if directory else ("file", "out/file.json")
         raise TargetRefused(f"{raw!r} names no entry of a directory ({last or 'the root'!r}); give the path of "
-                            f"the {'directory' if directory else 'file'} to write, such as out/{'run' if directory else 'file.json'}")
+                            f"the {kind} to write, such as {example}")
     p = Path(path)
     real = Path(os.path.realpath(p))
     if real == Path(real.anchor) or real == Path.cwd().resolve() or real in Path.cwd().resolve().parents:

@@ -118,7 +118,8 @@ TRAIN_BAD = [
     (GOOD_TEXT, ["--set", "optim=[1, 2]"], ["optim = [1, 2]", "wrong type"]),
     (GOOD_TEXT, ["--set", "lora.targets=[q_proj, q_proj]"], ["lora.targets", "'q_proj' more than once"]),
     (GOOD_TEXT, ["--set", "steps=ten"], ["steps = 'ten'", "wrong type"]),
-    (GOOD_TEXT.replace("name: ok", "name: ok\noptim: {lr: '2.0e-5'}"), [], ["optim.lr = '2.0e-5'", "remove the quotes"]),
+    (GOOD_TEXT.replace("name: ok", "name: ok\noptim: {lr: '2.0e-5'}"), [],
+     ["optim.lr = '2.0e-5'", "remove the quotes"]),
     (GOOD_TEXT.replace("steps: 10", "steps: 1e3"), [], ["steps = '1e3'", "decimal point"]),
     (GOOD_TEXT + "on: 1\n", [], ["key True is not text", "quote it"]),
     (GOOD_TEXT + "3: x\n", [], ["key 3 is not text"]),
@@ -265,7 +266,8 @@ WF_BAD = [
 ]
 
 
-@pytest.mark.parametrize("path,value,words", WF_BAD, ids=[f"{i}-{'.'.join(map(str, b[0]))}" for i, b in enumerate(WF_BAD)])
+@pytest.mark.parametrize("path,value,words", WF_BAD,
+                         ids=[f"{i}-{'.'.join(map(str, b[0]))}" for i, b in enumerate(WF_BAD)])
 def test_bad_workflow_values_are_refused(path, value, words):
     refused(lambda: gw.load(_set(copy.deepcopy(SMOKE), path, value)), *words)
 

@@ -192,7 +192,8 @@ def check_lora_targets(model, targets: list[str], experts: bool = False) -> None
     if not unmatched:
         return
     if len(unmatched) == len(targets) and not experts:
-        raise ConfigError(f"lora.targets = {targets}: no module of the model has {'this name' if len(targets) == 1 else 'these names'}"
+        these = "this name" if len(targets) == 1 else "these names"
+        raise ConfigError(f"lora.targets = {targets}: no module of the model has {these}"
                           f"{closest(unmatched[0], linear)}; its linear layers are named {linear}")
     import sys
 
