@@ -92,18 +92,46 @@ class Dist:
 
     # ------------------------------------------------------------ batches
     def check_batch(self, batch_size: int) -> None:
-        if batch_size % self.world:
-            raise ValueError(f"batch_size {batch_size} (global, per micro-step) is not divisible by the "
-                             f"{self.world} processes; use a multiple of {self.world}")
+        """Refuse a global batch that the processes cannot share (see :meth:`rows`)."""
+        if batch_size % self.world and self.world % batch_size:
+            raise ValueError(f"batch_size {batch_size} (global, per micro-step) cannot be shared by the "
+                             f"{self.world} processes: use a multiple of {self.world}, or a divisor of it")
 
-    def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """This rank's rows of a global batch (contiguous, equal shares)."""
+    def rows(self, n: int) -> tuple[int, int, float]:
+        """This rank's rows ``[lo, hi)`` of a global batch of ``n`` rows, and the weight of its loss.
+
+        ``n`` a multiple of the world: equal contiguous shares, weight 1. ``n`` a divisor of
+        the world (e.g. one example on two GPUs): every rank takes one row, each row is taken
+        by ``world / n`` ranks, whose losses are weighted ``n / world`` so that the sum over
+        ranks is still the global batch's loss (compute is repeated, memory is still sharded)."""
+        if n % self.world == 0:
+            per = n // self.world
+            return self.rank * per, (self.rank + 1) * per, 1.0
+        if self.world % n == 0:
+            r = self.rank % n
+            return r, r + 1, n / self.world
+        raise ValueError(f"a batch of {n} rows cannot be shared by {self.world} processes")
+
+    def shard(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float]:
+        """This rank's rows of a global batch, and the weight of its loss (:meth:`rows`).
+
+        A tensor that is not one row per example (a VLM's patches of every picture, concatenated)
+        cannot be split by rows: it passes whole when this rank takes every row, else it is refused."""
         if not self.enabled:
-            return batch
-        n = next(iter(batch.values())).shape[0]
-        per = n // self.world
-        lo = self.rank * per
-        return {k: v[lo: lo + per] for k, v in batch.items()}
+            return batch, 1.0
+        n = batch["input_ids"].shape[0]
+        lo, hi, weight = self.rows(n)
+        out = {}
+        for k, v in batch.items():
+            if v.shape[0] == n:
+                out[k] = v[lo:hi]
+            elif (lo, hi) == (0, n):
+                out[k] = v
+            else:
+                raise ValueError(f"cannot split the batch's {k!r} (first dimension {v.shape[0]}, not one per "
+                                 f"each of its {n} rows) over {self.world} processes; use a batch_size that "
+                                 f"divides {self.world} (e.g. 1)")
+        return out, weight
 
     # -------------------------------------------------------- collectives
     def all_reduce_sum(self, x: float, device: torch.device | str = "cpu") -> float:

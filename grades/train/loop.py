@@ -117,7 +117,9 @@ class Loop:
         tr = self.tr
         if tr.dd.enabled:  # this rank's rows; loss = its label tokens' sum / the global batch's count
             n_items = int((b["labels"][:, 1:] != -100).sum())
-            return tr.model(**to_device(tr.dd.shard(b), tr.device), num_items_in_batch=max(1, n_items)).loss
+            mine, weight = tr.dd.shard(b)
+            loss = tr.model(**to_device(mine, tr.device), num_items_in_batch=max(1, n_items)).loss
+            return loss if weight == 1.0 else loss * weight
         return tr.model(**to_device(b, tr.device)).loss
 
     def gradients_finite(self, step: int, step_loss: float) -> bool:
