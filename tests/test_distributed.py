@@ -9,6 +9,8 @@ torchrun starts them (RANK / WORLD_SIZE / MASTER_* environment), or by torchrun 
   within 1e-4; each rank holds about half of the parameters and optimizer state.
 * One process with ``parallel: fsdp`` (a world of one) is the same code path and gives
   bit for bit what the unsharded loop gives.
+* A global batch smaller than the world (one example on two GPUs) is shared: each rank
+  takes the row, its loss weighted by 1/2, and the run equals the single-process one.
 * A two-process run killed mid-way (SIGKILL after a checkpoint, on every rank) resumes
   from its sharded checkpoint with the same events and losses; the same checkpoint
   resumes on one process too.
@@ -31,7 +33,7 @@ import yaml
 
 from grades.train import load_run_config, run
 
-pytestmark = pytest.mark.slow  # several runs of two processes (about 20 s each on a loaded 2-core machine)
+slow = pytest.mark.slow  # runs of two processes (about 20 s each on a loaded 2-core machine)
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 24
@@ -136,6 +138,7 @@ def single(tiny):
     return rec, held, events
 
 
+@slow
 def test_two_processes_take_the_single_process_decisions(tiny, single):
     rec1, held1, events1 = single
     d = tiny[0]
@@ -169,6 +172,7 @@ def test_two_processes_take_the_single_process_decisions(tiny, single):
     torch.testing.assert_close(saved["model.layers.0.mlp.up_proj.weight"][: rows.shape[0]], rows, rtol=0, atol=0)
 
 
+@slow
 def test_a_world_of_one_is_the_same_code_path(tiny, single):
     rec1, held1, events1 = single
     d = tiny[0]
@@ -191,6 +195,7 @@ def _torchrun(run_yaml: Path, out: Path, nproc: int, kill_at: int | None = None)
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
+@slow
 def test_a_killed_two_process_run_resumes_with_the_same_events(tiny):
     d = tiny[0]
     run_yaml = d / "ckpt.yaml"
@@ -231,4 +236,31 @@ def test_a_killed_two_process_run_resumes_with_the_same_events(tiny):
     assert got["parallel"] == {"strategy": "none", "world_size": 1} and got["resumed_from_steps"] == [10]
     assert _events(one) == ref_events
     assert max(abs(x - y) for (_, x), (_, y) in zip(got["loss_curve"], ref["loss_curve"])) < 1e-4
+
+
+def test_how_ranks_share_a_batch():
+    from grades.distributed import Dist
+
+    four = [Dist(rank=r, world=4) for r in range(4)]
+    assert [d.rows(8) for d in four] == [(0, 2, 1.0), (2, 4, 1.0), (4, 6, 1.0), (6, 8, 1.0)]
+    assert [d.rows(2) for d in four] == [(0, 1, 0.5), (1, 2, 0.5), (0, 1, 0.5), (1, 2, 0.5)]
+    assert [d.rows(1) for d in four] == [(0, 1, 0.25)] * 4
+    with pytest.raises(ValueError, match="cannot be shared"):
+        four[0].check_batch(6)
+    b = {"input_ids": torch.arange(8).view(2, 4), "pixel_values": torch.zeros(5, 3)}  # 5 patches of 2 examples
+    with pytest.raises(ValueError, match="pixel_values"):
+        Dist(rank=1, world=2).shard(b)
+    whole, w = Dist(rank=1, world=4).shard({"input_ids": b["input_ids"][:1], "pixel_values": b["pixel_values"]})
+    assert w == 0.25 and whole["pixel_values"].shape == (5, 3)  # a rank that takes every row takes all of it
+    assert Dist().shard(b) == (b, 1.0)
+
+
+@slow
+def test_one_example_on_two_processes(tiny):
+    d = tiny[0]
+    c = config(tiny, batch_size=1, grad_accum=2, steps=12)
+    rec1, held1 = _spy_and_run(c, str(d / "b1-single"))
+    r0, r1 = _spawn(c, d / "b1-fsdp2")
+    assert held1["events"] and r0["events"] == r1["events"] == held1["events"]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(r0["losses"], rec1["loss_curve"])) < 1e-4
 
