@@ -73,6 +73,8 @@ class Dims:
     q_dim: int
     kv_dim: int
     qk_norm: bool = False
+    heads: int = 1
+    kv_heads: int = 1
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def dims(cfg, model, tower: str) -> Dims:
     layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "depth"))
     inter = int(getattr(cfg, "intermediate_size", None) or 4 * h)
     qk = tower == "language" and any(n.endswith("q_norm") for n, _ in model.named_modules())
-    return Dims(layers=layers, hidden=h, intermediate=inter, q_dim=heads * hd, kv_dim=kv * hd, qk_norm=qk)
+    return Dims(layers=layers, hidden=h, intermediate=inter, q_dim=heads * hd, kv_dim=kv * hd, qk_norm=qk,
+                heads=heads, kv_heads=kv)
 
 
 def patches(config) -> int:
@@ -186,7 +189,8 @@ def guessed(name: str, size_b: float) -> Arch:
     params = int(size_b * 1e9)
     layers = max(4, round(8 * size_b ** 0.4))
     hidden = max(256, int(128 * round(math.sqrt(params / (12 * layers)) / 128)))
-    text = Dims(layers=layers, hidden=hidden, intermediate=int(hidden * 3.5), q_dim=hidden, kv_dim=hidden // 4)
+    text = Dims(layers=layers, hidden=hidden, intermediate=int(hidden * 3.5), q_dim=hidden, kv_dim=hidden // 4,
+                heads=max(1, hidden // 128), kv_heads=max(1, hidden // 512))
     block = params // (layers + 1)
     return Arch(name=name, origin=f"guessed from size_b={size_b}", params=params, block_params=block,
                 root_params=params - block * layers, tracked=int(0.9 * block * layers), vocab=32000, text=text,
