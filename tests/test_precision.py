@@ -65,6 +65,14 @@ def test_resuming_on_another_number_of_processes_is_allowed():
     assert resume_hash(cfg()) != resume_hash(cfg(precision="bf16-pure"))
 
 
+def test_a_method_that_cannot_read_shards_is_refused_when_the_run_is_sharded():
+    official = {"name": "grades-official", "tau": 0.1}
+    cfg(method=official)  # unsharded: fine
+    for over in ({"parallel": "fsdp"}, {"precision": "bf16-mixed"}):
+        with pytest.raises(ConfigError, match="grades-official.*cannot read sharded"):
+            cfg(method=official, **over)
+
+
 def test_a_sharded_run_refuses_what_it_cannot_do():
     from grades.methods import build_method
     from grades.train.errors import RunFailed

@@ -19,7 +19,7 @@ import yaml
 from ..config import ConfigError
 from ..methods import build_method
 from ..schema import validate
-from .precision import check_precision
+from .precision import check_precision, precision_name
 
 #: run-config fields that may change between an interrupted run and its resumption
 RESUME_FREE = ("threads", "checkpoint_every", "parallel", "dist_timeout_s")
@@ -35,8 +35,11 @@ def load_run_config(path_or_dict) -> dict:
     else:
         raw = path_or_dict
     cfg = validate(raw, "run", "run config")
-    build_method(cfg["method"])  # validates method name and parameters now, before any work
+    method = build_method(cfg["method"])  # validates method name and parameters now, before any work
     check_precision(cfg)  # refuses what cannot run, warns about pure bfloat16
+    if not method.supports_sharding and (cfg.get("parallel") == "fsdp" or precision_name(cfg) == "bf16-mixed"):
+        raise ConfigError(f"method '{method.name}' cannot read sharded (FSDP) parameters, and this run is sharded "
+                          "(parallel: fsdp or precision: bf16-mixed); use parallel: none with precision: fp32")
     return cfg
 
 
