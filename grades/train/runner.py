@@ -19,13 +19,15 @@ Reliability:
   attempt in RUN_DIR are removed when a run starts.
 * With ``checkpoint_every: N`` a checkpoint (trainable weights, optimizer, scheduler,
   RNG states, batch-stream position, controller/method state, counters) is written
-  atomically every N steps to ``--checkpoint-dir`` (default RUN_DIR/.checkpoints;
+  atomically every N steps, by every rank its own shards (:mod:`grades.train.snapshot`),
+  to ``--checkpoint-dir`` (default RUN_DIR/.checkpoints;
   the newest two are kept, ``--keep-last``). Rerunning the same command resumes from the newest one
   if the config matches (:func:`grades.train.config.resume_hash`: everything but ``threads`` and
   ``checkpoint_every``), or warns, discards them and starts fresh if it does not.
   They are deleted after success (``--keep-checkpoints`` keeps them), kept after a
   failure. A resumed run ends with the same losses, signals and freezes as an
-  uninterrupted one (same machine and thread count).
+  uninterrupted one (same machine, thread count and number of processes; on another
+  number of processes, up to the order of floating-point sums).
 * A step whose loss or gradient norm is NaN/Inf is never applied: ``nan_policy: skip``
   drops it (the method does not see its gradients; GradES forgets its previous
   gradient, so the next check is undefined rather than a stale difference), ``stop``
