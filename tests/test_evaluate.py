@@ -161,6 +161,14 @@ def test_build_lm_eval_args_hf(tmp_path):
     assert no_adapter["model_args"] == {"pretrained": "/m", "dtype": "float32"}
     with_tok = ev.build_lm_eval_args(model="/m", tasks=["boolq"], tokenizer="/t", dtype="bfloat16")
     assert with_tok["model_args"] == {"pretrained": "/m", "dtype": "bfloat16", "tokenizer": "/t"}
+    # a job with several GPUs: the hf backend spreads the model's layers over them
+    spread = ev.build_lm_eval_args(model="/m", tasks=["boolq"], tensor_parallel_size=4, device="cuda")
+    assert spread["model_args"] == {"pretrained": "/m", "dtype": "float32", "parallelize": True}
+    import inspect
+
+    from lm_eval.models.huggingface import HFLM
+
+    assert "parallelize" in inspect.signature(HFLM.__init__).parameters
 
 
 def test_build_lm_eval_args_vllm(tmp_path):

@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples-out", help="per-doc JSONL with choice loglikelihoods")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm only")
-    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm only")
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="GPUs one evaluation uses: vLLM's tensor parallelism; hf spreads the model's layers "
+                        "over them (parallelize)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm only")
     p.add_argument("--merge-adapter", action="store_true",
                    help="merge --adapter into --model first and evaluate the merged model")
