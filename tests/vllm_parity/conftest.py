@@ -165,7 +165,7 @@ def adapter_dir(model_dir, data_dir, figures) -> Path:
         run([sys.executable, "-m", "grades.train", "--config", str(cfg_path), "--out", str(out), "--no-progress"],
             WORK / "logs" / "train_lora.log", "train_lora", figures)
     train = json.loads((out / "train.json").read_text())
-    figures.record("adapter", {"steps": train.get("steps"), "setting": "LoRA (config/config.yaml)",
+    figures.record("adapter", {"steps": train.get("steps_run"), "setting": "LoRA (config/config.yaml)",
                                "r": rc["lora"]["r"], "alpha": rc["lora"]["alpha"], "lr": rc["optim"]["lr"],
                                "targets": rc["lora"]["targets"], "trained_now": not fresh})
     return out / "adapter"
@@ -266,3 +266,24 @@ def gen_lora_hf(model_dir, data_dir, adapter_dir, figures):
 @pytest.fixture(scope="session")
 def gen_lora_vllm(model_dir, data_dir, adapter_dir, figures):
     return generate("gen_lora_vllm", "vllm", model_dir, data_dir, figures, adapter=adapter_dir)
+
+
+@pytest.fixture(scope="session")
+def merged_dir(model_dir, adapter_dir, figures) -> Path:
+    """The adapter merged into the model (grades.evaluate.merge_adapter, as ``eval.lora: merged``)."""
+    from grades.evaluate import merge_adapter
+
+    out = WORK / "merged"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    merge_adapter(model_dir, adapter_dir, out, "float32")
+    figures.time("merge_adapter", time.perf_counter() - t0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gen_merged_vllm(merged_dir, data_dir, figures):
+    return generate("gen_merged_vllm", "vllm", merged_dir, data_dir, figures)

@@ -42,8 +42,9 @@ def report(fig: dict, setup_s: float | None = None) -> str:
         c = p["lora_check"]
         out.append(f"  {'':<22} adapter effect (vllm base vs LoRA): mean |dloglik| {_f(p['adapter_effect_mean_abs'])}, "
                    f"max {_f(p['adapter_effect_max_abs'])}")
-        out.append(f"  {'':<22} harness LoRA check: {c['status']} (max |d| {_f(c.get('max_abs_diff'))} over "
-                   f"{c.get('requests')} choices, tolerance {c.get('tolerance')}), action {c.get('action')}, "
+        detail = (f"max |d| {_f(c.get('max_abs_diff'))} over {c.get('requests')} choices, tolerance {c.get('tolerance')}"
+                  if c["status"] != "error" else f"vLLM with the adapter failed: {c.get('error')}")
+        out.append(f"  {'':<22} harness LoRA check: {c['status']} ({detail}); action {c.get('action')}, "
                    f"scored as lora={p['lora']}")
     if "lora_vs_merged" in fig:
         p = fig["lora_vs_merged"]
@@ -51,17 +52,20 @@ def report(fig: dict, setup_s: float | None = None) -> str:
         c = p["fallback_lora_check"]
         out.append(f"  {'':<22} forced fallback (tolerance 0): {c['status']} -> {c['action']}, "
                    f"eval.json lora={p['fallback_lora']}")
-    for key, label in (("generation_base", "greedy generation, base"), ("generation_lora", "greedy generation, LoRA")):
+    for key, label, a, b in (("generation_base", "greedy generation, base", "hf", "vllm"),
+                             ("generation_lora", "greedy generation, LoRA", "hf", "vllm"),
+                             ("generation_lora_vs_merged", "greedy generation, vllm LoRA", "lora_local_path", "merged")):
         if key in fig:
             g = fig[key]
-            out.append(f"  {label:<22} identical {g['identical']}/{g['docs']}  exact match hf "
-                       f"{_f(g['exact_match_hf'])} / vllm {_f(g['exact_match_vllm'])}")
+            out.append(f"  {label:<22} identical {g['identical']}/{g['docs']} ({a} vs {b})  exact match "
+                       f"{a} {_f(g.get(f'exact_match_{a}'))} / {b} {_f(g.get(f'exact_match_{b}'))}")
     t = dict(fig.get("timings_s", {}))
     if setup_s is not None:
         t = {"setup (scripts/setup-vllm.sh)": round(setup_s, 1), **t}
     if t:
         out.append("  timings (s): " + ", ".join(f"{k} {v}" for k, v in t.items()))
-    missing = [k for k in ("base", "lora", "lora_vs_merged", "generation_base", "generation_lora") if k not in fig]
+    missing = [k for k in ("base", "lora", "generation_base", "generation_lora", "generation_lora_vs_merged")
+               if k not in fig]
     if missing:
         out.append(f"  not measured (a test failed or was deselected): {', '.join(missing)}")
     return "\n".join(out)
