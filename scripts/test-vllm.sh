@@ -4,7 +4,7 @@
 # (scripts/setup-vllm.sh), runs tests/vllm_parity there, exits non-zero on any failure and
 # prints the parity figures last.
 #
-#   bash scripts/test-vllm.sh                 # everything (about N minutes on 2 idle cores)
+#   bash scripts/test-vllm.sh                 # everything (over an hour on a busy 2-core machine)
 #   bash scripts/test-vllm.sh -k generation   # any pytest arguments
 #
 # Knobs (environment): GRADES_VLLM_THREADS (2), GRADES_VLLM_LIMIT (200 documents),
