@@ -32,7 +32,7 @@ from typing import Any
 from ..config import ConfigError, closest
 from ..io import atomic_dir
 from ..registry import Registry
-from .source import ModelSource, check_typed_options
+from .source import ModelSource, check_typed_options, link_tree
 
 
 SOURCES = Registry("model source kind", "model.source", {
@@ -108,11 +108,20 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
     """Prepare the checkpoint named by ``spec`` and return its directory.
 
     With ``out_dir=None`` a cache folder keyed by spec and options is used (and reused
-    when complete); an ``hf:`` id is then returned as is, for ``from_pretrained``."""
+    when complete); an ``hf:`` id is then returned as is, for ``from_pretrained``, and a
+    ``local:`` directory too. A ``local:`` directory prepared into ``out_dir`` (the
+    workflow's cache) becomes links to its files, so nothing large is copied."""
     kind, arg = parse_spec(spec)
-    if kind == "local":
+    if kind == "local" and out_dir is None:
         return resolve_local(spec)  # type: ignore[return-value]
     opts = check_options(kind, options)
+    if kind == "local":
+        src = resolve_local(spec)
+        with atomic_dir(Path(out_dir), owned_by="grades_model.json") as tmp:
+            info = {"source": spec, "options": opts, "linked_from": str(src.resolve()),
+                    "linked_files": link_tree(src, tmp), "prepare_time_s": 0.0}
+            (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
+        return Path(out_dir)
     if kind == "hf" and out_dir is None:
         return arg
     out = Path(out_dir) if out_dir is not None else default_dir(spec, opts)
