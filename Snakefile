@@ -87,6 +87,7 @@ include: "workflow/rules/compare.smk"
 # cheap bookkeeping, and the prefetch that needs the login node's internet: never cluster jobs
 localrules:
     run_config,
+    matched_budget,
     tables,
     figures,
     prefetch,

@@ -3,6 +3,7 @@
     tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR]
     figures     --runs DIR --out DIR [--layer N]
     compare     --runs DIR --tables DIR [--figures DIR] [--select MODEL/SLUG[/seedK] ...] [--models M ...]
+                [--matched]
     multimodal  --runs DIR --tables DIR --figures DIR
 """
 
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     c.add_argument("--select", nargs="+", default=None, metavar="MODEL/SLUG[/seedK]",
                    help="compare only these runs (default: every finished run under --runs)")
     c.add_argument("--models", nargs="+", default=None, help="draw a Pareto figure for each of these models")
+    c.add_argument("--matched", action="store_true",
+                   help="also the matched-budget baselines: matched.{csv,md}, matched_<model>.{png,pdf}")
     mm = sub.add_parser("multimodal", help="vision-language runs: multimodal table and VLM convergence figure")
     mm.add_argument("--runs", required=True, help="results/runs/<profile>")
     mm.add_argument("--tables", required=True, help="results/tables/<profile> (multimodal.csv, multimodal.md)")
@@ -59,7 +62,8 @@ def main(argv=None) -> int:
     elif args.cmd == "compare":
         from .compare import write_comparison
 
-        for name, path in write_comparison(args.runs, args.tables, args.figures, args.select, args.models).items():
+        for name, path in write_comparison(args.runs, args.tables, args.figures, args.select, args.models,
+                                            args.matched).items():
             print(f"{name}: {path}")
     return 0
 

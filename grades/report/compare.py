@@ -348,11 +348,14 @@ def figure_name(model: str) -> str:
 
 # ====================================================================== entry
 def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: str | Path | None = None,
-                     select: list[str] | None = None, models: list[str] | None = None) -> dict[str, Path]:
+                     select: list[str] | None = None, models: list[str] | None = None,
+                     matched: bool = False) -> dict[str, Path]:
     """comparison.{csv,md} in ``tables_dir``; pareto_<model>.{png,pdf} in ``figures_dir``.
 
     ``models``: draw a figure for each of these (an empty one if a model has no
-    evaluated run), default every model with a selected run."""
+    evaluated run), default every model with a selected run. ``matched``: also the
+    matched-budget table and figures (:mod:`grades.report.matched`), the table appended
+    to comparison.md."""
     from .runs import collect
 
     train, evals = collect(runs_dir)
@@ -360,13 +363,19 @@ def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: 
     tab = comparison_table(points)
     base = base_accuracy(evals)
     out = Path(tables_dir)
-    paths = {
+    if models is None:
+        models = list(dict.fromkeys(points["model"])) if not points.empty else []
+    paths, md = {}, comparison_markdown(tab, base)
+    if matched:
+        from .matched import write_matched
+
+        paths.update(write_matched(points, out, figures_dir, models))
+        md += "\n" + paths["matched.md"].read_text()
+    paths.update({
         "comparison.csv": atomic_write_text(out / "comparison.csv", tab.to_csv(index=False, float_format="%.6g")),
-        "comparison.md": atomic_write_text(out / "comparison.md", comparison_markdown(tab, base)),
-    }
+        "comparison.md": atomic_write_text(out / "comparison.md", md),
+    })
     if figures_dir is not None:
-        if models is None:
-            models = list(dict.fromkeys(points["model"])) if not points.empty else []
         for model in models:
             fig = pareto_figure(points, model, base.get(model))
             paths.update(save(fig, Path(figures_dir), figure_name(model)))

@@ -20,6 +20,12 @@ import pandas as pd
 from ..io import atomic_write_text
 
 
+def _is_matched(setting) -> bool:
+    from ..workflow.matched import parse_matched
+
+    return parse_matched(setting) is not None
+
+
 def combined_stderr(se: pd.Series) -> float:
     se = se.dropna()
     return float(np.sqrt((se**2).sum()) / len(se)) if len(se) else math.nan
@@ -45,7 +51,9 @@ def accuracy_table(train: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
     acc["acc_stderr"] *= 100
     acc["chance"] *= 100
     # difference with the setting's own baseline (same model, same mode, no method)
-    base = acc[acc["method"].eq("none") & acc["mode"].ne("base")].set_index(["model", "mode", "task"])
+    # (a matched-budget run, FP@matched(FP+GradES), has no method either but is no one's baseline)
+    base = acc[acc["method"].eq("none") & acc["mode"].ne("base") & ~acc["setting"].map(_is_matched)]
+    base = base.drop_duplicates(["model", "mode", "task"]).set_index(["model", "mode", "task"])
     deltas, dses, bnames = [], [], []
     for _, r in acc.iterrows():
         key = (r["model"], r["mode"], r["task"])

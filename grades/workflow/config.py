@@ -18,6 +18,7 @@ from ..resources import workflow_schema
 from ..schema import validate
 from ..yamlfile import read_yaml
 from .jobs import is_vlm
+from .matched import expand_matched, matched_runs
 from .names import check_names
 from .plan import compare_runs, enabled_models, run_config, runs, slug, sweep_settings
 
@@ -71,7 +72,7 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
     check_vlm_tasks(cfg)
     check_eval_tasks(cfg)
     check_baselines(cfg)
-    for run in dict.fromkeys(runs(cfg) + compare_runs(cfg)):
+    for run in dict.fromkeys(runs(cfg) + compare_runs(cfg) + matched_runs(cfg)):
         run_config(cfg, run, model_dir="cache/x", data_dir="cache/y")  # raises on a bad field
     return cfg
 
@@ -201,7 +202,7 @@ def _check_models(models, cfg, where) -> list[str]:
 
 
 def expand_extra(cfg: dict) -> None:
-    """Merge compare-only and sweep settings into cfg['settings']; record them in cfg['extra']."""
+    """Merge compare-only, sweep and matched-budget settings into cfg['settings']; record them in cfg['extra']."""
     comp = cfg["compare"]
     cmodels = _check_models(comp["models"] if comp["models"] is not None else list(cfg["models"]), cfg,
                             "compare.models")
@@ -230,4 +231,5 @@ def expand_extra(cfg: dict) -> None:
             cfg["settings"][s] = copy.deepcopy(cfg["settings"][base])
             extra[s] = {"target": sw["target"], "models": models,
                         "sweep": {"name": name, "base": base, "values": values}}
+    extra.update(expand_matched(cfg, cmodels, extra))
     cfg["extra"] = extra

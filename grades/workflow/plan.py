@@ -101,17 +101,25 @@ def compare_models(cfg: dict) -> list[str]:
 
 def compare_runs(cfg: dict) -> list[PlannedRun]:
     """Runs of the ``compare`` target, model by model: the included main settings
-    (runs shared with the main target), then compare-only and sweep settings."""
+    (runs shared with the main target), then compare-only and sweep settings. The runs of
+    ``compare.matched`` settings and of their baselines are included; the matched runs
+    themselves are not (:func:`grades.workflow.matched.matched_runs`: planned after those)."""
     extra = cfg.get("extra", {})
     include = cfg["compare"]["include"]
     cmodels = cfg["compare"]["models"] if cfg["compare"]["models"] is not None else list(cfg["models"])
+    needs: dict[str, set] = {}  # the method and baseline runs that matched runs are planned from
+    for info in extra.values():
+        for m in info["models"] if info.get("matched") else ():
+            needs.setdefault(m, set()).update((info["matched"]["method"], info["matched"]["baseline"]))
     out = []
     for m in compare_models(cfg):
         only = cfg["models"][m]["settings_only"]
         for s in cfg["settings"]:
             if s in extra:
-                if m not in extra[s]["models"]:
-                    continue
+                if m not in extra[s]["models"] or extra[s].get("matched"):
+                    continue  # matched runs: planned once their budget is known (grades.workflow.matched)
+            elif s in needs.get(m, ()):
+                pass
             elif m not in cmodels or s not in (include if include is not None else only or cfg["settings"]):
                 continue
             for seed in cfg["seeds"]:
@@ -179,6 +187,9 @@ def run_config(cfg: dict, run: PlannedRun, model_dir: str, data_dir: str) -> dic
     sweep = (cfg.get("extra", {}).get(run.setting) or {}).get("sweep")
     if sweep:  # the model's own values for the base setting (e.g. its tau) hold unless the grid sets them
         over = deep_merge(mc["settings"].get(sweep["base"], {}), over)
+    matched = (cfg.get("extra", {}).get(run.setting) or {}).get("matched")
+    if matched:  # a matched run is its baseline's run (steps set at job time: grades.workflow.matched)
+        over = deep_merge(mc["settings"].get(matched["baseline"], {}), over)
     ft = deep_merge(ft, {k: v for k, v in over.items() if k != "method"})
     lr = ft.pop("lr", None)
     if isinstance(lr, dict):

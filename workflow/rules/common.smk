@@ -9,6 +9,30 @@ def _run(wc):
     return gw.PlannedRun(wc.model, gw.setting_by_slug(W, wc.setting), int(wc.seed))
 
 
+def _budget(wc):
+    """A matched run's budget.json (checkpoint matched_budget); nothing for any other run."""
+    run = _run(wc)
+    return [f"{run_dir(run)}/budget.json"] if gw.matched_info(W, run.setting) else []
+
+
+def _matched_train(wc, which):
+    """train.json of the method's (which=0) or the baseline's (1) run a matched run is planned from."""
+    return f"{run_dir(gw.matched_sources(W, _run(wc))[which])}/train.json"
+
+
+def _matched_evals(wc):
+    """eval.json of the matched runs whose budget (known once the methods' runs ended) is planned."""
+    budgets = [checkpoints.matched_budget.get(model=r.model, setting=r.slug, seed=r.seed) for r in MATCHED_RUNS]
+    return [f"{run_dir(r)}/eval.json" for r, b in zip(MATCHED_RUNS, budgets) if gw.budget_planned(b.output[0])]
+
+
+def _select(wc, input):
+    """--select of the compare job: its runs, the matched ones included."""
+    runs = [f"{r.model}/{r.slug}/seed{r.seed}" for r in COMPARE_RUNS]
+    runs += ["/".join(p.split("/")[-4:-1]) for p in input.matched]
+    return " ".join(gw.quote(r) for r in runs)
+
+
 def _model_dir(model):
     return f"{CACHE}/models/{model}"
 

@@ -14,6 +14,8 @@
 
 
 rule run_config:
+    input:
+        budget=_budget,  # a matched run's steps (grades.workflow.matched); nothing for other runs
     output:
         f"{RESULTS}/{{model}}/{{setting}}/seed{{seed}}/run.yaml",
     log:
@@ -21,7 +23,7 @@ rule run_config:
     params:
         cfg=lambda wc: gw.run_config(W, _run(wc), _model_dir(wc.model), _data_dir(wc.model)),
     run:
-        gw.write_run_config(params.cfg, output[0])
+        gw.write_run_config(gw.matched_config(params.cfg, input.budget), output[0])
 
 
 rule train:

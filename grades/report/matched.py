@@ -1,0 +1,191 @@
+"""Matched-budget baselines in the comparison: is the method better than simply training less?
+
+A matched run ``B@matched(S)`` / ``B@matched-flops(S)`` is S's baseline B trained for the
+budget S used (its stop step / its share of B's training FLOPs), with the schedule laid
+out over that budget (:mod:`grades.workflow.matched` plans them). From the comparison's
+run points (:func:`grades.report.compare.run_points`) this module writes
+
+    matched.{csv,md}          one row per method x budget (full, steps, flops): the
+                              method's and the baseline's accuracy and training FLOPs,
+                              Δ = method − baseline (percentage points, per seed, then
+                              averaged), and the paired test of the two runs
+    matched_<model>.{png,pdf} accuracy against training FLOPs, one line per pair: the
+                              baseline at its budgets (the "train less" line) and the
+                              method's point in the same colour; a method above its line
+                              beat training less
+
+The paired test of a method against a baseline run (same test items) is made in one place,
+:func:`paired_test`; it waits for ``grades.report.paired`` (issue 22) and reports no
+interval or p-value until then.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write_text
+from ..workflow.matched import FLOPS, STEPS, parse_matched
+from .plotting import new_figure, save
+
+FULL = "full"
+BUDGET_ORDER = {FLOPS: 0, STEPS: 1, FULL: 2}
+COLUMNS = ["model", "method", "baseline", "budget", "against", "seeds", "steps_method", "steps_baseline",
+           "flops_train_method", "flops_train_baseline", "flops_ratio", "acc_method", "acc_method_stderr",
+           "acc_baseline", "acc_baseline_stderr", "delta", "delta_ci_low", "delta_ci_high", "p_value", "test"]
+_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def paired_test(method_runs: list[str], baseline_runs: list[str]) -> dict:
+    """The paired comparison of a method's runs with a baseline's (same seeds, same test items).
+
+    The single call site for grades.report.paired (issue 22: paired bootstrap interval of
+    the accuracy difference, McNemar): until it is merged, no interval and no p-value."""
+    return {"delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_value": math.nan,
+            "test": "pending (grades.report.paired, issue 22)"}
+
+
+def matched_pairs(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x method x budget x seed: the method's run against its baseline's run
+    at that budget (``full``: the baseline's own run; ``steps``, ``flops``: the matched runs)."""
+    if points.empty:
+        return pd.DataFrame(columns=["model", "method", "baseline", "budget", "against", "seed"])
+    rows = []
+    by = {(r["model"], r["setting"], r["seed"]): r for _, r in points.iterrows()}
+    for (model, setting, seed), r in by.items():
+        parsed = parse_matched(setting)
+        if parsed is None:
+            continue
+        baseline, method, budget = parsed
+        m = by.get((model, method, seed))
+        if m is None:
+            continue
+        for against, b, bud in ((setting, r, budget), (baseline, by.get((model, baseline, seed)), FULL)):
+            if b is None or any(x["budget"] == bud and x["method"] == method and x["model"] == model
+                                and x["seed"] == seed for x in rows):
+                continue
+            rows.append({"model": model, "method": method, "baseline": baseline, "budget": bud, "against": against,
+                         "seed": seed, "steps_method": m["steps_run"], "steps_baseline": b["steps_run"],
+                         "flops_train_method": m["flops_train"], "flops_train_baseline": b["flops_train"],
+                         "acc_method": m["acc"], "acc_method_stderr": m["acc_stderr"], "acc_baseline": b["acc"],
+                         "acc_baseline_stderr": b["acc_stderr"], "delta": m["acc"] - b["acc"],
+                         "run_method": m["run_dir"], "run_baseline": b["run_dir"]})
+    return pd.DataFrame(rows)
+
+
+def matched_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Seeds averaged: one row per model x method x budget, with the paired test."""
+    if pairs.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    out = []
+    for (model, method, budget), g in pairs.groupby(["model", "method", "budget"], sort=False):
+        row = {"model": model, "method": method, "baseline": g["baseline"].iloc[0], "budget": budget,
+               "against": g["against"].iloc[0], "seeds": g["seed"].nunique()}
+        for c in ("steps_method", "steps_baseline", "flops_train_method", "flops_train_baseline", "acc_method",
+                  "acc_baseline", "delta"):
+            row[c] = float(g[c].mean())
+        for c in ("acc_method_stderr", "acc_baseline_stderr"):  # seeds' standard errors, as in the comparison
+            se = g[c].dropna()
+            row[c] = float(np.sqrt((se ** 2).sum()) / len(se)) if len(se) else math.nan
+        row["flops_ratio"] = row["flops_train_method"] / row["flops_train_baseline"]
+        row.update(paired_test(list(g["run_method"]), list(g["run_baseline"])))
+        out.append(row)
+    tab = pd.DataFrame(out)
+    tab["_order"] = tab["budget"].map(BUDGET_ORDER)
+    tab = tab.sort_values(["model", "method", "_order"], kind="stable").drop(columns="_order")
+    return tab[COLUMNS].reset_index(drop=True)
+
+
+def _budget_text(budget: str) -> str:
+    return {FULL: "full run", STEPS: "stop step", FLOPS: "training FLOPs"}[budget]
+
+
+def matched_markdown(tab: pd.DataFrame) -> str:
+    """The matched-budget section of comparison.md (and matched.md)."""
+    lines = ["## Matched budgets", "",
+             "Each method against its baseline trained for the same budget from the start: `B@matched(S)` runs "
+             "as many steps as S ran (its stop step), `B@matched-flops(S)` spends S's share of B's training "
+             "FLOPs; both with the warm-up and cosine schedule laid out over those steps. Δ = accuracy of the "
+             "method − accuracy of the baseline run (percentage points, same seed and test items); FLOPs = "
+             "training FLOPs, method / baseline. A positive Δ against a matched run means the method beat "
+             "simply training less. The paired interval and p-value: "
+             f"{paired_test([], [])['test']}.", ""]
+    if tab.empty:
+        return "\n".join(lines + ["_no matched runs finished (a method that saved nothing has none)_", ""])
+    head = ["model", "method", "against", "budget", "steps", "FLOPs", "method acc", "baseline acc", "Δ", "paired"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, r in tab.iterrows():
+        ci = ("–" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+              + ("" if math.isnan(r["p_value"]) else f", p = {r['p_value']:.3g}"))
+        cells = [r["model"], r["method"], r["against"], _budget_text(r["budget"]),
+                 f"{r['steps_method']:.0f} vs {r['steps_baseline']:.0f}", f"{r['flops_ratio']:.2f}x",
+                 f"{r['acc_method']:.2f} ± {r['acc_method_stderr']:.2f}",
+                 f"{r['acc_baseline']:.2f} ± {r['acc_baseline_stderr']:.2f}", f"{r['delta']:+.2f}", ci]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines + [""])
+
+
+def matched_figure(pairs: pd.DataFrame, model: str):
+    """Accuracy against training FLOPs for one model: per method, its baseline at the matched
+    budgets and in full (a dashed line, open markers) and the method (a filled star)."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(8, 5.2)
+    ax = fig.subplots()
+    p = pairs[pairs["model"].eq(model) & pairs["acc_method"].notna() & pairs["acc_baseline"].notna()] \
+        if not pairs.empty else pairs
+    if p.empty:
+        ax.text(0.5, 0.5, "no matched runs with an accuracy", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        fig.suptitle(f"{model}: methods against training less")
+        return fig
+    handles = []
+    for i, (method, g) in enumerate(p.groupby("method", sort=False)):
+        colour = _COLOURS[i % len(_COLOURS)]
+        base = g.groupby("budget").agg(x=("flops_train_baseline", "mean"), y=("acc_baseline", "mean"),
+                                       se=("acc_baseline_stderr", "mean")).reset_index()
+        base = base.sort_values("x")
+        ax.plot(base["x"], base["y"], ls="--", color=colour, lw=1.3, zorder=2)
+        ax.errorbar(base["x"], base["y"], yerr=base["se"], fmt="o", mfc="white", mec=colour, color=colour,
+                    ms=7, capsize=2.5, elinewidth=1, zorder=3)
+        for _, r in base.iterrows():
+            ax.annotate(_budget_text(r["budget"]), (r["x"], r["y"]), xytext=(5, -11), textcoords="offset points",
+                        fontsize=7, color=colour)
+        mx, my, mse = g["flops_train_method"].mean(), g["acc_method"].mean(), g["acc_method_stderr"].mean()
+        ax.errorbar([mx], [my], yerr=[mse] if np.isfinite(mse) else None, fmt="*", color=colour, ms=13,
+                    mec="white", mew=0.6, capsize=2.5, elinewidth=1, zorder=4)
+        handles.append(Line2D([], [], ls="--", color=colour, marker="o", mfc="white",
+                              label=f"{g['baseline'].iloc[0]}, trained less"))
+        handles.append(Line2D([], [], ls="", color=colour, marker="*", ms=12, label=method))
+    x = pd.concat([p["flops_train_method"], p["flops_train_baseline"]]).to_numpy(dtype=float)
+    x = x[np.isfinite(x) & (x > 0)]
+    if len(x) and x.max() / x.min() > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("accuracy (%), ± 1 s.e.")
+    ax.grid(True, alpha=0.3)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.suptitle(f"{model}: each method against its baseline trained for the same budget (above the line: "
+                 f"better than training less)", fontsize=10)
+    return fig
+
+
+def figure_name(model: str) -> str:
+    return f"matched_{model}"
+
+
+def write_matched(points: pd.DataFrame, tables_dir: str | Path, figures_dir: str | Path | None,
+                  models: list[str]) -> dict[str, Path]:
+    """matched.{csv,md} in ``tables_dir`` and matched_<model>.{png,pdf} in ``figures_dir``."""
+    pairs = matched_pairs(points)
+    tab = matched_table(pairs)
+    out = Path(tables_dir)
+    paths = {"matched.csv": atomic_write_text(out / "matched.csv", tab.to_csv(index=False, float_format="%.6g")),
+             "matched.md": atomic_write_text(out / "matched.md", matched_markdown(tab))}
+    if figures_dir is not None:
+        for model in models:
+            paths.update(save(matched_figure(pairs, model), Path(figures_dir), figure_name(model)))
+    return paths
