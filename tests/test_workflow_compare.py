@@ -56,9 +56,11 @@ def test_smoke_main_target_unchanged_and_compare_target_adds_runs():
     methods = {}
     for r in comp:
         rc = gw.run_config(cfg, r, "m", "d")
-        assert rc["mode"] == "lora" and rc["name"] == r.setting
+        assert rc["mode"] == "lora" or r.setting in ("FP", "FP+GradES")  # FP: what compare.matched needs
+        assert rc["name"] == r.setting
         methods[r.setting] = rc["method"] if isinstance(rc["method"], str) else rc["method"]["name"]
-    assert [r.setting for r in comp[:2]] == ["LoRA", "LoRA+GradES"]  # shared with the main target
+    # shared with the main target: the included settings and those compare.matched is planned from
+    assert [r.setting for r in comp[:4]] == ["FP", "FP+GradES", "LoRA", "LoRA+GradES"]
     assert {"none", "grades", "es", "grades-weight", "grades-official", "autofreeze", "freezeout",
             "bottom-k"} == set(methods.values())
     sweep = [r for r in comp if "[" in r.setting]
@@ -157,14 +159,15 @@ def test_default_compare_target_is_apart_from_the_main_target():
     methods = {}
     for r in comp:
         rc = gw.run_config(cfg, r, "m", "d")
-        assert rc["mode"] == "lora"
+        assert rc["mode"] == "lora" or r.setting in ("FP", "FP+GradES")  # FP: what compare.matched needs
         methods.setdefault(rc["method"] if isinstance(rc["method"], str) else rc["method"]["name"], []).append(r)
     assert {"es", "grades", "grades-weight", "grades-official", "autofreeze", "freezeout"} <= set(methods)
     assert len(methods["grades"]) >= 3  # LoRA+GradES and its tau sweep
     shared = [r for r in comp if r in main]
-    assert {r.setting for r in shared} == {"LoRA", "LoRA+ES", "LoRA+GradES"}
+    assert {r.setting for r in shared} == {"FP", "FP+GradES", "LoRA", "LoRA+ES", "LoRA+GradES"}
     new = [r for r in comp if r not in main]
     assert 5 <= len(new) <= 9, "the compare target's own runs (about 5 min each on 2 cores)"
+    assert len(gw.matched_runs(cfg)) == 4, "at most 4 matched runs, shorter than the baselines"
 
 
 def test_snakemake_compare_target_dry_run(tmp_path):
@@ -178,6 +181,9 @@ def test_snakemake_compare_target_dry_run(tmp_path):
     assert counts["compare"] == "1" and counts["train"] == str(n) and counts["evaluate"] == str(n)
     assert "tables" not in counts and "figures" not in counts
     assert "figures/smoke/pareto_tiny-qwen3.png" in out and "lora-grades-tau-1-0" in out
+    # matched-budget runs: only their budgets are planned until the methods' runs have ended
+    assert counts["matched_budget"] == "4" and "figures/smoke/matched_tiny-qwen3.png" in out
+    assert not re.search(r"matched[a-z-]*/seed0/(train\.json|eval\.json|run\.yaml)", out)
 
 
 def test_official_peer_is_needed_to_run_not_to_plan(tmp_path, monkeypatch):
