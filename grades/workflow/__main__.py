@@ -23,6 +23,7 @@ from ..config import ConfigError
 from .config import check_configfiles, load, read_config
 from .launch import configfiles, snakemake_command
 from .memory import check_memory, plan_text
+from .matched import matched_runs, matched_sources
 from .plan import compare_runs, runs
 
 
@@ -38,6 +39,9 @@ def check(path: str) -> int:
         print(f"{cfg['profile']}/{r.model}/{r.slug}/seed{r.seed}")
     for r in compare_runs(cfg):
         print(f"{cfg['profile']}/{r.model}/{r.slug}/seed{r.seed}\t(compare{', shared' if r in main else ''})")
+    for r in matched_runs(cfg):
+        print(f"{cfg['profile']}/{r.model}/{r.slug}/seed{r.seed}\t(compare, matched budget: planned once "
+              f"{matched_sources(cfg, r)[0].slug} has run)")
     return 0
 
 
