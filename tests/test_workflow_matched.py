@@ -35,7 +35,7 @@ MATCHED = {"fp-matched-fp-grades": 120, "fp-matched-flops-fp-grades": 90,  # the
 
 def snakemake(tmp_path, *args, dry=False):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(SMOKE)] + (["-n"] if dry else []) + ["--", *args]
+           "--directory", str(tmp_path), "--configfile", str(SMOKE)] + (["-n", "-p"] if dry else []) + ["--", *args]
     env = {**os.environ, "GRADES_OFFICIAL_DIR": str(tmp_path / "no-peers")}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     out = r.stdout + r.stderr
@@ -82,5 +82,8 @@ def test_compare_plans_matched_runs_from_the_methods_train_json(tmp_path):
     assert not trained & set(FINISHED)  # the finished runs are not trained again
     compare = out[out.index("rule compare:"):]
     assert "<TBD>" not in compare.split("output:")[0]  # every budget is known
+    shell = next(ln for ln in compare.splitlines() if "-m grades.report compare" in ln)
+    assert shell.rstrip().endswith("--matched > results/logs/smoke/compare.log 2>&1")
     for slug, steps in MATCHED.items():
         assert (f"{RUNS}/{slug}/seed0/eval.json" in compare) is (steps is not None)
+        assert (f" tiny-qwen3/{slug}/seed0 " in shell) is (steps is not None)  # --select: the report reads them

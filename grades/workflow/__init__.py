@@ -20,14 +20,16 @@ from .jobs import (IMAGE_DATASETS, conda_pythonpath, dumps, eval_args, eval_gpus
                    job_resources, model_regex, quote, tensor_parallel_size, train_launcher, train_nodes, uses_conda,
                    vllm_args, vlm_eval_args, vlm_models, vlm_prompt)
 from .matched import (BUDGETS, budget_planned, compute_budget, matched_config, matched_info, matched_name,
-                      matched_runs, matched_slug_regex, matched_sources, parse_matched, read_budget, write_budget)
+                      matched_runs, matched_slug_regex, matched_sources, parse_matched, read_budget, run_key,
+                      write_budget)
 from .memory import check_memory, gpu_runs, plan_memory, plan_text
 from .names import WILDCARD, check_names
 from .plan import (PAPER_TABLES, PlannedRun, compare_models, compare_runs, deep_merge, enabled_models, run_config,
                    runs, setting_by_slug, slug, sweep_settings, write_run_config)
 
 __all__ = ["BUDGETS", "budget_planned", "compute_budget", "matched_config", "matched_info", "matched_name",
-           "matched_runs", "matched_slug_regex", "matched_sources", "parse_matched", "read_budget", "write_budget",
+           "matched_runs", "matched_slug_regex", "matched_sources", "parse_matched", "read_budget", "run_key",
+           "write_budget",
            "SCHEMA", "IMAGE_DATASETS", "PAPER_TABLES", "WILDCARD", "PlannedRun", "check_configfiles", "check_memory",
            "check_names", "check_sources", "check_vlm_tasks", "read_config",
            "compare_models", "compare_runs", "conda_pythonpath", "deep_merge", "dumps", "enabled_models", "eval_args", "eval_gpus",

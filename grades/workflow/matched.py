@@ -206,6 +206,11 @@ def write_budget(cfg: dict, run: PlannedRun, method_train: str | Path, baseline_
     return atomic_write_json(out, doc)
 
 
+def run_key(path: str | Path) -> str:
+    """'<model>/<slug>/seed<k>' of a file in a run directory (the report's --select)."""
+    return "/".join(Path(str(path)).parts[-4:-1])
+
+
 def read_budget(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 

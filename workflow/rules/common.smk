@@ -29,7 +29,7 @@ def _matched_evals(wc):
 def _select(wc, input):
     """--select of the compare job: its runs, the matched ones included."""
     runs = [f"{r.model}/{r.slug}/seed{r.seed}" for r in COMPARE_RUNS]
-    runs += ["/".join(p.split("/")[-4:-1]) for p in input.matched]
+    runs += [gw.run_key(p) for p in input.matched]
     return " ".join(gw.quote(r) for r in runs)
 
 
