@@ -92,6 +92,7 @@ def test_matched_config_sets_the_steps_and_keeps_the_schedule(tmp_path):
     out = gw.matched_config(rc, [str(budget)])
     assert out["steps"] == 37 and out["schedule"] == rc["schedule"] == {"name": "cosine", "warmup_ratio": 0.05}
     assert {k: v for k, v in out.items() if k != "steps"} == {k: v for k, v in rc.items() if k != "steps"}
+    assert WM.budget_planned(budget) and not WM.budget_planned(tmp_path / "absent.json")  # --touch wrote none
 
 
 # ------------------------------------------------------------------ planning in the workflow config

@@ -21,9 +21,9 @@ from report_page import check_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CATEGORIES = ["Accuracy and efficiency", "Figures", "Multimodal", "Comparison"]
-TABLES = ["accuracy", "efficiency", "multimodal", "comparison"]
+TABLES = ["accuracy", "efficiency", "multimodal", "comparison", "matched"]
 FIGURES = ["fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind", "freeze_heatmap", "vlm_convergence",
-           "pareto_tiny-qwen3"]
+           "pareto_tiny-qwen3", "matched_tiny-qwen3"]
 #: every file the smoke profile's report lists (its main target and `compare`)
 FILES = [f"{t}.{e}" for t in TABLES for e in ("csv", "md")] + [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
 

@@ -216,7 +216,10 @@ def read_budget(path: str | Path) -> dict:
 
 
 def budget_planned(path: str | Path) -> bool:
-    """Whether the matched run of this budget.json is to be trained."""
+    """Whether the matched run of this budget.json is to be trained (not when there is no
+    budget.json: a checkpoint job Snakemake only marked done, ``--touch``, wrote none)."""
+    if not Path(str(path)).exists():
+        return False
     return bool(read_budget(path)["planned"])
 
 
