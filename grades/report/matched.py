@@ -164,12 +164,13 @@ def matched_figure(pairs: pd.DataFrame, model: str):
     x = x[np.isfinite(x) & (x > 0)]
     if len(x) and x.max() / x.min() > 20:
         ax.set_xscale("log")
+    ax.margins(x=0.08)  # room for the budget labels
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("accuracy (%), ± 1 s.e.")
     ax.grid(True, alpha=0.3)
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    fig.suptitle(f"{model}: each method against its baseline trained for the same budget (above the line: "
-                 f"better than training less)", fontsize=10)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8)
+    fig.suptitle(f"{model}: each method against its baseline trained less", fontsize=11)
+    ax.set_title("a star above its line beat training less", fontsize=8, color="#555555")
     return fig
 
 
