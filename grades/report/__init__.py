@@ -12,6 +12,9 @@ The rooms:
     runs            the tables' view of the runs: train and eval data frames
     tables          accuracy and efficiency tables
     paper           our numbers in the paper's layout, beside results/paper
+    stats           paired differences, McNemar, equivalence, power, seeds, Wilson intervals
+    paired          every setting against its baseline, item by item (samples.jsonl)
+    speed           speedups with an interval, the same-work check
     compare         ranked comparison of stopping methods, Pareto figures
     multimodal      the vision-language table and convergence figure
     figures         which GradES figures are drawn from which runs (write_figures)
