@@ -6,6 +6,7 @@
         --figures figures/<profile>           (comparison.{csv,md}, pareto_<model>.{png,pdf})
     python -m grades.report multimodal --runs results/runs/<profile> --tables results/tables/<profile> \
         --figures figures/<profile>           (multimodal.{csv,md}, vlm_convergence.{png,pdf})
+    python -m grades.report record --profile <profile>   (results/record/<profile>/ for the docs)
 
 The rooms:
 
@@ -15,6 +16,7 @@ The rooms:
     stats           paired differences, McNemar, equivalence, power, seeds, Wilson intervals
     paired          every setting against its baseline, item by item (samples.jsonl)
     speed           speedups with an interval, the same-work check
+    record          results/record/<profile>/: tables, figures and a manifest for the docs
     compare         ranked comparison of stopping methods, Pareto figures
     multimodal      the vision-language table and convergence figure
     figures         which GradES figures are drawn from which runs (write_figures)

@@ -1,9 +1,10 @@
-"""The command line of the report: ``python -m grades.report tables|figures|compare|multimodal``.
+"""The command line of the report: ``python -m grades.report tables|figures|compare|multimodal|record``.
 
     tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR]
     figures     --runs DIR --out DIR [--layer N]
     compare     --runs DIR --tables DIR [--figures DIR] [--select MODEL/SLUG[/seedK] ...] [--models M ...]
     multimodal  --runs DIR --tables DIR --figures DIR
+    record      --profile NAME [--root DIR] [--runs DIR --tables DIR --figures DIR --out DIR]
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def main(argv=None) -> int:
     mm.add_argument("--runs", required=True, help="results/runs/<profile>")
     mm.add_argument("--tables", required=True, help="results/tables/<profile> (multimodal.csv, multimodal.md)")
     mm.add_argument("--figures", required=True, help="figures/<profile> (vlm_convergence.png, .pdf)")
+    rc = sub.add_parser("record", help="results/record/<profile>/: a finished profile's tables and figures, and a "
+                                       "manifest (commit, date, machine, runs) for the documentation")
+    rc.add_argument("--profile", required=True)
+    rc.add_argument("--root", default=".", help="the checkout (results/, figures/ under it)")
+    rc.add_argument("--runs", default=None, help="default ROOT/results/runs/<profile>")
+    rc.add_argument("--tables", default=None, help="default ROOT/results/tables/<profile>")
+    rc.add_argument("--figures", default=None, help="default ROOT/figures/<profile>")
+    rc.add_argument("--out", default=None, help="default ROOT/results/record/<profile>")
     args = ap.parse_args(argv)
     if args.cmd == "tables":
         from .tables import write_tables
@@ -55,6 +64,17 @@ def main(argv=None) -> int:
         from .figures import write_figures
 
         for name, path in write_figures(args.runs, args.out, args.layer).items():
+            print(f"{name}: {path}")
+    elif args.cmd == "record":
+        from .record import write_record
+
+        try:
+            paths = write_record(args.profile, root=args.root, runs=args.runs, tables=args.tables,
+                                 figures=args.figures, out=args.out)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for name, path in paths.items():
             print(f"{name}: {path}")
     elif args.cmd == "compare":
         from .compare import write_comparison
