@@ -16,6 +16,7 @@ The rooms:
     stats           paired differences, McNemar, equivalence, power, seeds, Wilson intervals
     paired          every setting against its baseline, item by item (samples.jsonl)
     speed           speedups with an interval, the same-work check
+    claims          the tables' statistical columns (accuracy, speed, the paper's cells)
     record          results/record/<profile>/: tables, figures and a manifest for the docs
     compare         ranked comparison of stopping methods, Pareto figures
     multimodal      the vision-language table and convergence figure
