@@ -134,3 +134,17 @@ def test_only_common_items_are_paired(tmp_path):
     tab = P.collect_paired(root, n_resamples=200)
     assert tab["n"].tolist() == [50]
     assert math.isnan(tab["seed"].iloc[0])
+
+
+def test_pools(tmp_path):
+    """Tasks of different protocols are not averaged together: one pooled row per pool of several tasks."""
+    root = tmp_path / "runs"
+    c = {"a": scores(50, 0.5, 1), "b": scores(50, 0.5, 2), "g": scores(50, 0.5, 3)}
+    write_run(root, "m", "fp", name="FP", mode="fp", method="none", correct=c)
+    write_run(root, "m", "fp-g", name="FP+GradES", mode="fp", method="grades",
+              correct={t: flip(v, 5, 9) for t, v in c.items()})
+    tab = P.collect_paired(root, n_resamples=200, pools={"a": "loglikelihood", "b": "loglikelihood",
+                                                         "g": "generation"})
+    assert list(zip(tab["task"], tab["pool"])) == [("a", "loglikelihood"), ("b", "loglikelihood"),
+                                                   ("g", "generation"), (P.ALL_TASKS, "loglikelihood")]
+    assert tab.iloc[-1]["n"] == 100

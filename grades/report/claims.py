@@ -39,19 +39,26 @@ PAIRED_COLUMNS = {"baseline": "paired_baseline", "n": "paired_n", "seeds": "pair
 
 # ------------------------------------------------------------------ accuracy
 def accuracy_claims(runs: list[Run], *, baseline: str | None = OWN, margin: float = DEFAULT_MARGIN,
-                    seed: int = 0, per_seed: bool = False) -> pd.DataFrame:
-    """model, setting, task (and seed with ``per_seed``) with :data:`PAIRED_COLUMNS`."""
-    p = paired_comparisons(runs, baseline=baseline, margin=margin, seed=seed, per_seed=per_seed)
-    keep = ["model", "setting", "task"] + (["seed"] if per_seed else []) + list(PAIRED_COLUMNS)
+                    seed: int = 0, per_seed: bool = False, pools: dict[str, str] | None = None) -> pd.DataFrame:
+    """model, setting, task, pool (and seed with ``per_seed``) with :data:`PAIRED_COLUMNS`
+    (``pools``: task -> the pool its one-line claim averages it in, e.g. its protocol)."""
+    p = paired_comparisons(runs, baseline=baseline, margin=margin, seed=seed, per_seed=per_seed, pools=pools)
+    keep = ["model", "setting", "task", "pool"] + (["seed"] if per_seed else []) + list(PAIRED_COLUMNS)
     return p[keep].rename(columns=PAIRED_COLUMNS)
 
 
-def claim_row(claims: pd.DataFrame, model: str, setting: str) -> pd.Series | None:
-    """The claim a one-line-per-setting table shows: over all tasks when the model has
-    several, else its one task's; None without per-item records."""
+def claim_row(claims: pd.DataFrame | None, model: str, setting: str, pool: str | None = None,
+              seed: int | None = None) -> pd.Series | None:
+    """The claim a one-line-per-setting table shows: over the pool's tasks when it has
+    several, else its one task's (``pool`` None: any pool; ``seed``: of a per-seed frame);
+    None without per-item records."""
     if claims is None or claims.empty:
         return None
     c = claims[(claims["model"] == model) & (claims["setting"] == setting)]
+    if pool is not None:
+        c = c[c["pool"] == pool]
+    if seed is not None and "seed" in c:
+        c = c[c["seed"] == seed]
     if c.empty:
         return None
     pooled = c[c["task"] == ALL_TASKS]

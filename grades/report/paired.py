@@ -12,9 +12,10 @@ The per-item records are the ``samples.jsonl`` beside each eval.json, read throu
 or the task's own metric (eval.json ``metric``) where it has no ``acc``. A run without
 records is left out of the pairing (the tables then show no paired columns for it).
 
-Rows are per task and, for a model with several tasks, one more over all of them
-(:data:`ALL_TASKS`), where each task's items are weighted so that every task counts
-equally, as in the tables' average.
+Rows are per task and, for each pool of several tasks (by default all of a model's
+tasks; the tables pool the tasks of one protocol), one more over all of them
+(``task`` :data:`ALL_TASKS`, ``pool`` its name), where each task's items are weighted so
+that every task counts equally, as in the tables' average.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .stats import DEFAULT_MARGIN, N_RESAMPLES, PairedComparison, compare_paired
 ALL_TASKS = "all tasks"
 OWN = "own"  # the baseline of the setting's own mode
 MODE_BASELINES = {"fp": "FP", "lora": "LoRA"}
-KEYS = ["model", "setting", "mode", "method", "baseline", "task"]
+KEYS = ["model", "setting", "mode", "method", "baseline", "task", "pool"]
 
 
 def item_scores(records: Iterable[Mapping], metrics: Mapping[str, str] | None = None) -> dict[tuple, float]:
@@ -80,13 +81,13 @@ def baseline_of(model: str, setting: str, mode: str, method: str, settings: Mapp
     return preferred if preferred in own else own[0]
 
 
-def _matrices(a: Mapping[int, dict], b: Mapping[int, dict], seeds: list[int], tasks: list[str] | None):
+def _matrices(a: Mapping[int, dict], b: Mapping[int, dict], seeds: list[int], tasks: list[str]):
     """Aligned (items, seeds) matrices of two settings on the items every paired evaluation has."""
     common = None
     for k in seeds:
         keys = set(a[k]) & set(b[k])
         common = keys if common is None else common & keys
-    items = sorted(i for i in (common or ()) if tasks is None or i[0] in tasks)
+    items = sorted(i for i in (common or ()) if i[0] in tasks)
     sa = np.array([[a[k][i] for k in seeds] for i in items], dtype=float).reshape(len(items), len(seeds))
     sb = np.array([[b[k][i] for k in seeds] for i in items], dtype=float).reshape(len(items), len(seeds))
     return items, sa, sb
@@ -108,10 +109,13 @@ def _compare(items, sa, sb, *, margin, seed, n_resamples, pooled: bool) -> Paire
 
 
 def paired_comparisons(runs: list[Run], *, baseline: str | None = None, margin: float = DEFAULT_MARGIN,
-                       seed: int = 0, per_seed: bool = False, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+                       seed: int = 0, per_seed: bool = False, n_resamples: int = N_RESAMPLES,
+                       pools: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per model x setting x task (and x seed with ``per_seed``) that has a baseline
     with per-item records: :data:`KEYS`, ``seed`` / ``seeds_paired`` and every field of
-    :class:`grades.report.stats.PairedComparison`."""
+    :class:`grades.report.stats.PairedComparison`. ``pools``: task -> the pool it is
+    averaged in (default: one pool, ""); a pool of several tasks gets a row of its own."""
+    pools = pools or {}
     settings: dict[tuple, tuple] = {}
     scores: dict[tuple, dict[int, dict]] = {}
     for r in runs:
@@ -131,14 +135,19 @@ def paired_comparisons(runs: list[Run], *, baseline: str | None = None, margin: 
             if not group:
                 continue
             tasks = sorted({t for k in group for t, _ in a[k]})
-            for task in tasks + ([ALL_TASKS] if len(tasks) > 1 else []):
-                items, sa, sb = _matrices(a, b, group, None if task == ALL_TASKS else [task])
+            by_pool: dict[str, list[str]] = {}
+            for t in tasks:
+                by_pool.setdefault(str(pools.get(t, "")), []).append(t)
+            units = [(t, str(pools.get(t, "")), [t]) for t in tasks]
+            units += [(ALL_TASKS, pool, ts) for pool, ts in by_pool.items() if len(ts) > 1]
+            for task, pool, members in units:
+                items, sa, sb = _matrices(a, b, group, members)
                 if not items:
                     continue
                 c = _compare(items, sa, sb, margin=margin, seed=seed, n_resamples=n_resamples,
                              pooled=task == ALL_TASKS)
                 rows.append({"model": model, "setting": setting, "mode": mode, "method": method, "baseline": base,
-                             "task": task, "seed": group[0] if per_seed else math.nan,
+                             "task": task, "pool": pool, "seed": group[0] if per_seed else math.nan,
                              "seeds_paired": len(group), **c.as_dict()})
     cols = KEYS + ["seed", "seeds_paired"] + list(PairedComparison.__dataclass_fields__)
     return pd.DataFrame(rows, columns=cols)
