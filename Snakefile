@@ -37,6 +37,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 try:
     W = gw.load(config)
+    if workflow.is_main_process:  # where jobs are submitted; not again inside each cluster job
+        gw.check_memory(W)  # every GPU run fits its GPUs' memory (nothing to check without GPUs)
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{e}")
 

@@ -13,7 +13,8 @@ PKG = Path(__file__).resolve().parent.parent / "grades"
 MAX_LINES = 520  # "about 500": a module past this takes a second job; split it
 #: the part users import as a library: it must not depend on harness code
 LIBRARY = {"grades", "grades.config", "grades.components", "grades.coverage", "grades.signals", "grades.freezer",
-           "grades.controller", "grades.callback", "grades.io", "grades.savings", "grades.distributed", "grades.registry"}
+           "grades.controller", "grades.callback", "grades.io", "grades.savings", "grades.distributed", "grades.registry",
+           "grades.shards"}
 LIBRARY_PACKAGES = ("grades.methods", "grades.flops")  # with every module inside
 
 

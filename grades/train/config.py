@@ -19,6 +19,10 @@ import yaml
 from ..config import ConfigError
 from ..methods import build_method
 from ..schema import validate
+from .precision import check_precision, precision_name
+
+#: run-config fields that may change between an interrupted run and its resumption
+RESUME_FREE = ("threads", "checkpoint_every", "parallel", "dist_timeout_s")
 
 
 def load_run_config(path_or_dict) -> dict:
@@ -31,7 +35,11 @@ def load_run_config(path_or_dict) -> dict:
     else:
         raw = path_or_dict
     cfg = validate(raw, "run", "run config")
-    build_method(cfg["method"])  # validates method name and parameters now, before any work
+    method = build_method(cfg["method"])  # validates method name and parameters now, before any work
+    check_precision(cfg)  # refuses what cannot run, warns about pure bfloat16
+    if not method.supports_sharding and (cfg.get("parallel") == "fsdp" or precision_name(cfg) == "bf16-mixed"):
+        raise ConfigError(f"method '{method.name}' cannot read sharded (FSDP) parameters, and this run is sharded "
+                          "(parallel: fsdp or precision: bf16-mixed); use parallel: none with precision: fp32")
     return cfg
 
 
@@ -42,9 +50,10 @@ def config_hash(cfg: dict) -> str:
 def resume_hash(cfg: dict) -> str:
     """Hash of what determines the training trajectory; a checkpoint resumes only a run with the same.
 
-    ``threads`` and ``checkpoint_every`` are left out: resuming on another core count or
-    with another checkpoint interval is allowed."""
-    return config_hash({k: v for k, v in cfg.items() if k not in ("threads", "checkpoint_every")})
+    ``threads``, ``checkpoint_every``, ``parallel`` and ``dist_timeout_s`` are left out:
+    resuming on another core count, with another checkpoint interval, or on another number
+    of processes (sharded checkpoints are resharded) is allowed."""
+    return config_hash({k: v for k, v in cfg.items() if k not in RESUME_FREE})
 
 
 def seed_everything(seed: int) -> None:
