@@ -187,7 +187,7 @@ def test_too_long_examples(tiny, monkeypatch, capsys):
     failed = json.loads((d / "too-long" / "train_failed.json").read_text())
     assert failed["stage"] == "setup" and "too_long: truncate" in failed["error"]
     (d / "too-long.yaml").write_text(yaml.safe_dump(bad))
-    assert main(["--config", str(d / "too-long.yaml"), "--out", str(d / "too-long"), "--no-progress"]) == 1
+    assert main(["--config", str(d / "too-long.yaml"), "--out", str(d / "too-long"), "--no-progress"]) == 2  # bad input
     err = capsys.readouterr().err
     assert "error: " in err and "more than seq_len=24" in err and "Traceback" not in err
 
@@ -201,5 +201,5 @@ def test_empty_train_split(tiny, capsys):
     with pytest.raises(DataError, match="train.jsonl: split 'train' is empty"):
         run(load_run_config(cfg), d / "empty", progress=False)
     (d / "empty.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["--config", str(d / "empty.yaml"), "--out", str(d / "empty"), "--no-progress"]) == 1
+    assert main(["--config", str(d / "empty.yaml"), "--out", str(d / "empty"), "--no-progress"]) == 2  # bad input
     assert "split 'train' is empty" in capsys.readouterr().err

@@ -13,7 +13,8 @@ import pytest
 from grades.memory import GIB, check_fit, estimate, plan_table, resolve_arch
 from grades.train import load_run_config
 
-PAPER = {"model": {"source": "hf:Qwen/Qwen3-14B", "dtype": "bfloat16"}, "data": {"source": "x"}, "steps": 3500,
+PAPER = {"model": {"source": "hf:Qwen/Qwen3-14B", "dtype": "bfloat16"}, "data": {"source": "synthetic:world-mc"},
+         "steps": 3500,
          "batch_size": 16, "grad_accum": 3, "seq_len": 256, "gradient_checkpointing": True}
 GRADES = {"name": "grades", "signal": "weight_delta_l1", "tau": 2.4, "alpha": 0.55, "sample_fraction": 0.005}
 GPU = 80 * GIB

@@ -92,7 +92,16 @@ class Checkpoints:
         return None
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the checkpoints (``step-*``, ``.tmp-step-*``), and the folder once empty: never
+        anything else a ``--checkpoint-dir`` may hold."""
+        if self.root.is_dir() and not self.root.is_symlink():
+            for d in [*self.root.glob("step-*"), *self.root.glob(".tmp-step-*")]:
+                if d.is_dir() and not d.is_symlink():
+                    shutil.rmtree(d, ignore_errors=True)
+                else:
+                    d.unlink()
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
 
 
 # ------------------------------------------------------- resuming a run

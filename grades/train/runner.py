@@ -83,10 +83,14 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
     # joins the launcher's group (WORLD_SIZE > 1), or makes a group of one for a sharded single process
     dd.init("cuda" if on_gpu else "cpu", timeout_s=cfg.get("dist_timeout_s"), group_of_one=par.sharded)
     rd = RunDir(out_dir)
-    rd.path.mkdir(parents=True, exist_ok=True)
-    if dd.is_main:
-        rd.clear_training_outputs()  # the run dir describes this attempt only
     ckpts = Checkpoints(checkpoint_dir if checkpoint_dir is not None else rd / ".checkpoints", keep=keep_last)
+    if dd.is_main:  # checked, locked for this process, leftovers removed: refused before any work (grades.rundir)
+        try:
+            rd.open_for_writing((ckpts.root,) if cfg.get("checkpoint_every") else ())
+        except BaseException:
+            dd.close()
+            raise
+        rd.clear_training_outputs()  # the run dir describes this attempt only
     record: dict = {"status": "running", "name": cfg.get("name"), "config_hash": config_hash(cfg),
                     "checkpoint_dir": str(ckpts.root)}
     try:
@@ -96,11 +100,13 @@ def run(cfg: dict, out_dir: str | Path, *, progress: bool = True, checkpoint_dir
         if dd.is_main:
             with contextlib.suppress(Exception):
                 rd.write_failed(record)
+        rd.release()
         dd.close()
         raise
     dd.barrier()  # rank 0 has written its files
     if not keep_checkpoints and dd.is_main:
         ckpts.remove()
+    rd.release()
     dd.close()
     return rec
 

@@ -17,21 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
-
-import yaml
 
 from .. import resources
 from ..config import ConfigError
-from .config import load
-from .launch import snakemake_command
+from .config import check_configfiles, load, read_config
+from .launch import configfiles, snakemake_command
 from .memory import check_memory, plan_text
 from .plan import compare_runs, runs
 
 
 def check(path: str) -> int:
     try:
-        cfg = load(yaml.safe_load(Path(path).read_text()))
+        cfg = load(read_config(path))
         check_memory(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -46,7 +43,7 @@ def check(path: str) -> int:
 
 def plan(path: str) -> int:
     try:
-        cfg = load(yaml.safe_load(Path(path).read_text()))
+        cfg = load(read_config(path))
         text, ok = plan_text(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -70,6 +67,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # every argument after it, options included, is Snakemake's
         cmd = snakemake_command(argv[1:])
+        try:  # Snakemake reads them first, and reports a YAML error without its line
+            check_configfiles(configfiles(cmd))
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         sys.stdout.flush()
         os.execv(cmd[0], cmd)  # Snakemake's own output, exit code and signal handling
     args = ap.parse_args(argv)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 from pathlib import Path
@@ -203,7 +204,7 @@ def is_vlm(cfg: dict, model: str) -> bool:
         return True
     if is_image_dataset(cfg["datasets"][mc["dataset"]]):
         return True
-    if src.startswith("local:") or Path(src).expanduser().is_dir():
+    if src.startswith("local:") or os.path.isdir(os.path.expanduser(src)):
         from ..models import is_vlm_dir
 
         return is_vlm_dir(Path(src.removeprefix("local:")).expanduser())
