@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from conftest import prepare_tiny
 import torch
 
 from grades.config import ConfigError
@@ -87,15 +88,9 @@ def test_a_sharded_run_refuses_what_it_cannot_do():
 # ---------------------------------------------------- what bfloat16 does to updates
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
-
-    d = tmp_path_factory.mktemp("precision")
-    model = prepare_model("tiny:qwen3", d / "model", hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                          head_dim=32, intermediate_size=128, vocab_size=300, max_position=256)
-    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=32, n_validation=8, n_test=8, n_names=20,
-                           corpus_docs=10)
-    return d, model, data
+    return prepare_tiny(tmp_path_factory.mktemp("precision"),
+                        model={"hidden_size": 64, "head_dim": 32, "intermediate_size": 128},
+                        data={"n_train": 32, "n_names": 20})
 
 
 def _unchanged(tiny, precision: str) -> float:

@@ -33,16 +33,8 @@ GRADES = {"name": "grades", "alpha": 0.25, "tau": 0.35}  # freezes at steps 12..
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
-
-    d = tmp_path_factory.mktemp("resume")
-    model = prepare_model("tiny:qwen3", d / "model", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                          head_dim=16, intermediate_size=64, vocab_size=300, max_position=256)
-    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=64, n_validation=8, n_test=8, n_names=40,
-                           corpus_docs=10)
-    return d, model, data
+def tiny(tmp_path_factory, tiny_world):
+    return (tmp_path_factory.mktemp("resume"), *tiny_world)
 
 
 def config(tiny, **over) -> dict:
