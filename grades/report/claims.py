@@ -15,26 +15,64 @@ table states a claim the same way:
   count) and whether the paper's value is inside it; :func:`reproduced_summary` says
   "k of n cells reproduced" per model.
 
-Cell formatting (:func:`interval_cell`, :func:`speed_cell`, :func:`p_cell`) is shared by the
+:func:`load_claims` computes all of them once for a profile's runs (:class:`ClaimOptions`: the
+equivalence margin, the paired baseline and the bootstrap seed, from the workflow config's
+``report`` block); :func:`with_claims` adds them to a one-row-per-setting table and
+:func:`claim_cells` / :func:`claim_heads` write them as Markdown cells. Cell formatting
+(:func:`interval_cell`, :func:`speed_cell`, :func:`p_cell`, :func:`seed_cell`) is shared by the
 Markdown tables.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ..rundir import Run
 from .paired import ALL_TASKS, OWN, baseline_of, paired_comparisons
 from .speed import RunTiming, Speedup, speedup_interval
-from .stats import DEFAULT_MARGIN, accuracy_interval, reproduced
+from .stats import DEFAULT_MARGIN, accuracy_interval, reproduced, seed_summary
 
 #: paired columns of the accuracy and comparison tables (the paired module's names, prefixed)
 PAIRED_COLUMNS = {"baseline": "paired_baseline", "n": "paired_n", "seeds": "paired_seeds", "diff": "paired_diff",
                   "lo": "paired_lo", "hi": "paired_hi", "better": "better", "worse": "worse",
                   "mcnemar_p": "mcnemar_p", "margin": "margin", "tost_p": "tost_p", "mdd": "mdd",
                   "items_needed": "items_needed", "verdict": "verdict"}
+
+
+# ------------------------------------------------------------------ options and the bundle
+@dataclass(frozen=True)
+class ClaimOptions:
+    """How the report states its claims (the workflow config's ``report`` block)."""
+
+    margin: float = DEFAULT_MARGIN  # points: report.equivalence_margin
+    baseline: str = OWN  # the setting every other one is paired with: report.paired_baseline ("own": its mode's)
+    seed: int = 0  # of the bootstraps: report.bootstrap_seed
+
+
+@dataclass
+class Claims:
+    """Every claim of a profile's runs: paired accuracy over seeds and per seed, and speed."""
+
+    options: ClaimOptions = field(default_factory=ClaimOptions)
+    accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)  # accuracy_claims, seeds pooled
+    per_seed: pd.DataFrame = field(default_factory=pd.DataFrame)  # accuracy_claims per seed
+    speed: pd.DataFrame = field(default_factory=pd.DataFrame)  # speed_claims
+    speed_baseline: str = "FP"
+
+
+def load_claims(runs: list[Run], options: ClaimOptions | None = None, *, pools: dict[str, str] | None = None,
+                speed_baseline: str = "FP") -> Claims:
+    """The claims of finished runs (:func:`grades.rundir.finished_runs`); ``pools``: task -> the
+    pool (protocol) its one-line claims average it in."""
+    o = options or ClaimOptions()
+    kw = {"baseline": o.baseline, "margin": o.margin, "seed": o.seed, "pools": pools}
+    return Claims(options=o, accuracy=accuracy_claims(runs, **kw), per_seed=accuracy_claims(runs, per_seed=True, **kw),
+                  speed=speed_claims(runs, baseline=speed_baseline, seed=o.seed) if runs else pd.DataFrame(),
+                  speed_baseline=speed_baseline)
 
 
 # ------------------------------------------------------------------ accuracy
@@ -146,9 +184,82 @@ def reproduced_summary(cells: pd.DataFrame) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------ a table's columns
+_TEXT = {"paired_baseline", "verdict"}
+
+
+def speed_columns(baseline: str) -> list[str]:
+    """The speed columns :func:`with_claims` adds (:func:`speed_claims`'s, but the interval kind)."""
+    t = f"speedup_vs_{baseline}"
+    return [t, f"{t}_lo", f"{t}_hi", f"{t}_verdict", "own_baseline", "speedup_vs_own", "speedup_vs_own_lo",
+            "speedup_vs_own_hi", "speedup_vs_own_verdict", "same_work", "same_work_lo", "same_work_hi"]
+
+
+def with_claims(tab: pd.DataFrame, claims: Claims | None, *, pool_col: str | None = None,
+                speed: bool = True) -> pd.DataFrame:
+    """``tab`` (one row per model x setting) with the paired columns of each row's claim
+    (:func:`claim_row`; ``pool_col``: the column naming its pool) and, with ``speed``, the
+    speed columns (:func:`speed_columns`, replacing a speedup the table computed itself)."""
+    out = tab.copy()
+    if out.empty or claims is None:
+        return out
+    cols = list(PAIRED_COLUMNS.values())
+    vals: dict[str, list] = {c: [] for c in cols}
+    for _, r in out.iterrows():
+        row = claim_row(claims.accuracy, r["model"], r["setting"], r[pool_col] if pool_col else None)
+        for c in cols:
+            vals[c].append(row[c] if row is not None else ("" if c in _TEXT else math.nan))
+    for c in cols:
+        out[c] = vals[c]
+    if speed and not claims.speed.empty:
+        sc = speed_columns(claims.speed_baseline)
+        out = out.drop(columns=[c for c in sc if c in out.columns]).merge(
+            claims.speed[["model", "setting", *sc]], on=["model", "setting"], how="left")
+    return out
+
+
+def claim_heads(claims: Claims | None) -> list[str]:
+    """Heads of :func:`claim_cells`."""
+    m = claims.options.margin if claims is not None else DEFAULT_MARGIN
+    return ["Δ vs baseline [95% CI]", "McNemar p", f"TOST p (±{m:g})", "verdict", "MDD"]
+
+
+def claim_cells(r) -> list[str]:
+    """The paired claim of a row of :func:`with_claims` as Markdown cells ("–" without one)."""
+    base = r.get("paired_baseline")
+    if not isinstance(base, str) or not base or not _finite(r.get("paired_diff")):
+        return ["–"] * 5
+    n = r.get("paired_n")
+    seeds = r.get("paired_seeds")
+    what = f" vs {base}" + (f" ({int(n)} items" + (f", {int(seeds)} seeds" if _finite(seeds) and seeds > 1 else "")
+                            + ")" if _finite(n) else "")
+    return [interval_cell(r["paired_diff"], r["paired_lo"], r["paired_hi"]) + what, p_cell(r["mcnemar_p"]),
+            p_cell(r["tost_p"]), str(r["verdict"]), f"{r['mdd']:.1f}" if _finite(r.get("mdd")) else "–"]
+
+
+def has_claims(tab: pd.DataFrame) -> bool:
+    """Whether any row of a :func:`with_claims` table has a paired claim."""
+    return "paired_diff" in tab and bool(tab["paired_diff"].notna().any())
+
+
+def speed_heads(which: str = "own") -> list[str]:
+    return [f"speedup vs {'baseline' if which == 'own' else which} [95% CI]", "speed"]
+
+
+def speed_cells(r, which: str = "own") -> list[str]:
+    """The speedup of a row of :func:`with_claims` over its own baseline (``which`` "own") or the
+    named setting, with its interval and verdict ("–" without)."""
+    t = f"speedup_vs_{which}"
+    x = r.get(t)
+    if not _finite(x):
+        return ["–", "–"]
+    verdict = r.get(f"{t}_verdict") or "–"
+    return [speed_cell(x, r.get(f"{t}_lo", math.nan), r.get(f"{t}_hi", math.nan)), str(verdict)]
+
+
 # ------------------------------------------------------------------ cells
 def _finite(*xs) -> bool:
-    return all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
+    return all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in xs)
 
 
 def interval_cell(x: float, lo: float, hi: float, digits: int = 2, signed: bool = True) -> str:
@@ -166,6 +277,20 @@ def speed_cell(x: float, lo: float, hi: float) -> str:
     if not _finite(x):
         return "–"
     return f"{x:.2f}x" + (f" [{lo:.2f}, {hi:.2f}]" if _finite(lo, hi) else "")
+
+
+def seed_cell(mean: float, sd: float, se: float, seeds: int) -> str:
+    """"63.00 ± 1.41 (sd, 2 seeds)" over several seeds, else "63.00 ± 1.41" (the standard error)."""
+    if not _finite(mean):
+        return "–"
+    if _finite(seeds) and seeds > 1 and _finite(sd):
+        return f"{mean:.2f} ± {sd:.2f} (sd, {int(seeds)} seeds)"
+    return f"{mean:.2f} ± {se:.2f}" if _finite(se) else f"{mean:.2f}"
+
+
+def seed_sd(values) -> float:
+    """The standard deviation over seeds (NaN for one seed): a pandas aggregation."""
+    return seed_summary(list(values))[1]
 
 
 def p_cell(p: float) -> str:
