@@ -1,10 +1,12 @@
 """The command line of the report: ``python -m grades.report tables|figures|compare|multimodal|record``.
 
-    tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR]
+    tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR] [claims]
     figures     --runs DIR --out DIR [--layer N]
-    compare     --runs DIR --tables DIR [--figures DIR] [--select MODEL/SLUG[/seedK] ...] [--models M ...]
+    compare     --runs DIR --tables DIR [--figures DIR] [--select MODEL/SLUG[/seedK] ...] [--models M ...] [claims]
     multimodal  --runs DIR --tables DIR --figures DIR
     record      --profile NAME [--root DIR] [--runs DIR --tables DIR --figures DIR --out DIR]
+
+    claims: [--margin POINTS] [--paired-baseline SETTING] [--bootstrap-seed N] (docs: Reading the results)
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
     rc.add_argument("--tables", default=None, help="default ROOT/results/tables/<profile>")
     rc.add_argument("--figures", default=None, help="default ROOT/figures/<profile>")
     rc.add_argument("--out", default=None, help="default ROOT/results/record/<profile>")
+    for sp in (t, c):
+        claim_options(sp)
     args = ap.parse_args(argv)
     if args.cmd == "tables":
         from .tables import write_tables
@@ -79,9 +83,35 @@ def main(argv=None) -> int:
     elif args.cmd == "compare":
         from .compare import write_comparison
 
-        for name, path in write_comparison(args.runs, args.tables, args.figures, args.select, args.models).items():
+        for name, path in write_comparison(args.runs, args.tables, args.figures, args.select, args.models,
+                                           options(args)).items():
             print(f"{name}: {path}")
     return 0
+
+
+def claim_options(p: argparse.ArgumentParser) -> None:
+    """How the tables state their claims (the workflow config's report.equivalence_margin, ...)."""
+    p.add_argument("--margin", type=_positive, default=None, metavar="POINTS",
+                   help="equivalence margin of the paired test, in points (default 1)")
+    p.add_argument("--paired-baseline", default=None, metavar="SETTING",
+                   help="compare every setting with this one item by item (default: each setting's own baseline)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap intervals")
+
+
+def _positive(v: str) -> float:
+    x = float(v)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of points, got {v}")
+    return x
+
+
+def options(args):
+    from .claims import ClaimOptions
+    from .paired import OWN
+    from .stats import DEFAULT_MARGIN
+
+    return ClaimOptions(margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+                        baseline=args.paired_baseline or OWN, seed=args.bootstrap_seed)
 
 
 if __name__ == "__main__":

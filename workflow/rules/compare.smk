@@ -31,6 +31,7 @@ rule compare:
         figures=lambda wc: FIGURES,
         select=" ".join(gw.quote(f"{r.model}/{r.slug}/seed{r.seed}") for r in COMPARE_RUNS),
         models=" ".join(gw.quote(m) for m in gw.compare_models(W)),
+        claims=CLAIM_ARGS,
     shell:
         "{params.env} {params.py} -m grades.report compare --runs {params.runs} --tables $(dirname {output.table}) "
-        "--figures {params.figures} --select {params.select} --models {params.models} > {log} 2>&1"
+        "--figures {params.figures} --select {params.select} --models {params.models} {params.claims} > {log} 2>&1"

@@ -7,6 +7,10 @@ PAPER_MODELS = W["report"]["paper_models"]  # our model -> the paper's name: com
 PAPER_TABLES = [f"{TABLES}/{n}" for n in gw.PAPER_TABLES] if PAPER_MODELS else []
 # the paper's numbers: `report.paper_dir`, else results/paper of the checkout or the wheel
 PAPER_DIR = W["report"]["paper_dir"] or str(gr.paper_dir())
+# how the tables state their claims (docs/guides/claims.md): the same for `tables` and `compare`
+CLAIM_ARGS = f"--margin {W['report']['equivalence_margin']:g} --bootstrap-seed {W['report']['bootstrap_seed']}" + (
+    f" --paired-baseline {gw.quote(W['report']['paired_baseline'])}" if W["report"]["paired_baseline"] else ""
+)
 
 
 rule tables:
@@ -36,9 +40,10 @@ rule tables:
             if PAPER_MODELS
             else ""
         ),
+        claims=CLAIM_ARGS,
     shell:
         "{params.env} {params.py} -m grades.report tables --runs {params.runs} --out $(dirname {output.accuracy}) "
-        "--baseline {params.baseline} {params.paper} > {log} 2>&1"
+        "--baseline {params.baseline} {params.paper} {params.claims} > {log} 2>&1"
 
 
 FIGURE_NAMES = ["fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind", "freeze_heatmap"]
