@@ -288,3 +288,34 @@ def test_pareto_error_bars_are_the_paired_intervals_per_seed(paired_dir):
         assert bars[("LoRA", seed)][1] is None  # the baseline: the reference, no bar
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any(t.startswith("error bars: 95% paired interval") for t in legend)
+
+
+def test_accuracy_and_efficiency_tables_carry_the_claims(paired_dir, tmp_path):
+    """The same runs through `grades.report tables`: accuracy.{csv,md} and efficiency.{csv,md}."""
+    rc = report_main(["tables", "--runs", str(paired_dir), "--out", str(tmp_path), "--baseline", "LoRA",
+                      "--margin", "0.5", "--bootstrap-seed", "3"])
+    assert rc == 0
+    acc = pd.read_csv(tmp_path / "accuracy.csv").set_index("setting")
+    g = acc.loc["LoRA+GradES"]
+    assert g["paired_baseline"] == "LoRA" and g["paired_diff"] == pytest.approx(5.0) and g["margin"] == 0.5
+    assert g["seeds"] == 2 and g["acc_sd_seeds"] == pytest.approx(
+        100 * np.std([json.loads((paired_dir / "model-a" / "lora-grades" / f"seed{k}" / "eval.json").read_text())
+                      ["tasks"]["task_a"]["acc"] for k in (0, 1)], ddof=1), rel=1e-4)
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "| Δ vs baseline [95% CI] | McNemar p | TOST p (±0.5) | verdict | MDD |" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| model-a | LoRA+GradES |"))
+    assert "(sd, 2 seeds)" in row and "vs LoRA (400 items, 2 seeds)" in row and "| different |" in row
+    es = next(ln for ln in md.splitlines() if ln.startswith("| model-a | LoRA+ES |"))
+    # identical answers on 400 items cannot show a difference within half a point: the chance of no
+    # disagreement among 400 items if 0.5% of them disagreed is 0.995^400 = 0.13
+    assert f"| {0.995 ** 400:.2f} | undecided (too few items) |" in es
+    eff = pd.read_csv(tmp_path / "efficiency.csv").set_index("setting")
+    e = eff.loc["LoRA+GradES"]
+    assert e["speedup_vs_LoRA_lo"] < e["speedup_vs_LoRA"] < e["speedup_vs_LoRA_hi"]
+    assert e["own_baseline"] == "LoRA" and e["speedup_vs_own_verdict"] == "faster"
+    emd = (tmp_path / "efficiency.md").read_text()
+    erow = next(ln for ln in emd.splitlines() if ln.startswith("| model-a | LoRA+GradES |"))
+    assert f"{e['speedup_vs_LoRA']:.2f}x [{e['speedup_vs_LoRA_lo']:.2f}, {e['speedup_vs_LoRA_hi']:.2f}] faster" in erow
+    # LoRA+ES: 190 s against 200 s, the same work all along (no freeze): its interval decides
+    es_verdict = eff.loc["LoRA+ES", "speedup_vs_own_verdict"]
+    assert es_verdict in ("faster", "indistinguishable from 1", "confounded (identical steps differ)")

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
         from .tables import write_tables
 
         pm = dict(kv.split("=", 1) for kv in args.paper_models.split(",") if kv.strip())
-        for name, path in write_tables(args.runs, args.out, args.baseline, args.paper_dir, pm).items():
+        for name, path in write_tables(args.runs, args.out, args.baseline, args.paper_dir, pm,
+                                              options=options(args)).items():
             print(f"{name}: {path}")
     elif args.cmd == "multimodal":
         from .multimodal import write_multimodal

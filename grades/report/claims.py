@@ -196,14 +196,14 @@ def speed_columns(baseline: str) -> list[str]:
 
 
 def with_claims(tab: pd.DataFrame, claims: Claims | None, *, pool_col: str | None = None,
-                speed: bool = True) -> pd.DataFrame:
-    """``tab`` (one row per model x setting) with the paired columns of each row's claim
-    (:func:`claim_row`; ``pool_col``: the column naming its pool) and, with ``speed``, the
-    speed columns (:func:`speed_columns`, replacing a speedup the table computed itself)."""
+                speed: bool = True, paired: bool = True) -> pd.DataFrame:
+    """``tab`` (one row per model x setting) with, with ``paired``, the paired columns of each
+    row's claim (:func:`claim_row`; ``pool_col``: the column naming its pool) and, with ``speed``,
+    the speed columns (:func:`speed_columns`, replacing a speedup the table computed itself)."""
     out = tab.copy()
     if out.empty or claims is None:
         return out
-    cols = list(PAIRED_COLUMNS.values())
+    cols = list(PAIRED_COLUMNS.values()) if paired else []
     vals: dict[str, list] = {c: [] for c in cols}
     for _, r in out.iterrows():
         row = claim_row(claims.accuracy, r["model"], r["setting"], r[pool_col] if pool_col else None)
@@ -216,6 +216,15 @@ def with_claims(tab: pd.DataFrame, claims: Claims | None, *, pool_col: str | Non
         out = out.drop(columns=[c for c in sc if c in out.columns]).merge(
             claims.speed[["model", "setting", *sc]], on=["model", "setting"], how="left")
     return out
+
+
+def task_claims(claims: Claims | None) -> pd.DataFrame:
+    """The per-task rows of the paired claims (model, setting, task and the paired columns),
+    to merge into a table with one row per model x setting x task."""
+    if claims is None or claims.accuracy.empty:
+        return pd.DataFrame(columns=["model", "setting", "task", *PAIRED_COLUMNS.values()])
+    c = claims.accuracy[claims.accuracy["task"] != ALL_TASKS]
+    return c[["model", "setting", "task", *PAIRED_COLUMNS.values()]]
 
 
 def claim_heads(claims: Claims | None) -> list[str]:
@@ -234,7 +243,7 @@ def claim_cells(r) -> list[str]:
     what = f" vs {base}" + (f" ({int(n)} items" + (f", {int(seeds)} seeds" if _finite(seeds) and seeds > 1 else "")
                             + ")" if _finite(n) else "")
     return [interval_cell(r["paired_diff"], r["paired_lo"], r["paired_hi"]) + what, p_cell(r["mcnemar_p"]),
-            p_cell(r["tost_p"]), str(r["verdict"]), f"{r['mdd']:.1f}" if _finite(r.get("mdd")) else "–"]
+            p_cell(r["tost_p"]), str(r["verdict"]), f"{r['mdd']:.2f}" if _finite(r.get("mdd")) else "–"]
 
 
 def has_claims(tab: pd.DataFrame) -> bool:
