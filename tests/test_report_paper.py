@@ -93,8 +93,27 @@ def test_comparison_shows_zero_differences(tables):
     assert len(bench) == 240 and bench["diff"].abs().max() < 1e-9
     assert cmp[cmp["benchmark"] == "avg"]["diff"].abs().max() <= 0.0100001
     md = (out / "paper_comparison.md").read_text()
-    assert "| Qwen3-14B | FP | 91.07 / 91.07 (+0.00) |" in md
+    # our 95% interval on 1000 items (Wilson's score interval, written out here) holds the paper's value
+    z, n, x = 1.959963984540054, 1000, 0.9107
+    centre, half = (x + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * (x * (1 - x) / n + z * z / (4 * n * n)) ** 0.5
+    assert f"| Qwen3-14B | FP | 91.07 / 91.07 (+0.00) ✓ [{100 * (centre - half):.2f}, {100 * (centre + half):.2f}] |" in md
     assert re.search(r"240 benchmark cells compared: mean difference \+0\.00, mean \|difference\| 0\.00", md)
+    bench = cmp[cmp["benchmark"] != "avg"]
+    assert bench["reproduced"].all() and cmp[cmp["benchmark"] == "avg"]["reproduced"].isna().all()
+    assert "* Qwen3-14B: 48 of 48 cells reproduced (the paper's value inside our 95% interval)." in md
+
+
+def test_a_cell_outside_our_interval_is_not_reproduced():
+    from grades.report.claims import paper_cells, reproduced_summary
+
+    cmp = pd.DataFrame({"model": "M", "method": "FP", "benchmark": ["boolq", "piqa", "avg"],
+                        "ours": [60.0, 60.0, 60.0], "paper": [62.0, 66.0, 64.0], "n": [400, 400, float("nan")]})
+    cells = paper_cells(cmp)
+    # on 400 items 60% has a Wilson interval of about +-4.8 points: 62 inside, 66 outside
+    assert cells["reproduced"].tolist() == [True, False, None]
+    assert cells["lo"].iloc[0] < 60 < cells["hi"].iloc[0] and cells["hi"].iloc[0] - cells["lo"].iloc[0] > 9
+    assert reproduced_summary(cells) == ["M: 1 of 2 cells reproduced (the paper's value inside our 95% interval)."]
+    assert rp._ours_paper(60.0, 66.0, -6.0, rp._verdict(cells.iloc[1])).startswith("60.00 / 66.00 (-6.00) ✗ [")
 
 
 def test_efficiency_speedups_reproduce_the_paper(tables):

@@ -7,7 +7,9 @@ the model-name map ``report.paper_models`` (our key -> the paper's name) this wr
 
     paper_accuracy.{csv,md}     ours, in exactly the paper's layout
     paper_reference.md          the paper's table (results/paper/accuracy_language.csv)
-    paper_comparison.{csv,md}   every cell: ours, paper, ours - paper; the average too
+    paper_comparison.{csv,md}   every cell: ours, paper, ours - paper; the average too; whether
+                                the paper's value is inside our 95% interval (reproduced), and
+                                "k of n cells reproduced" per model (grades.report.claims)
     paper_efficiency.{csv,md}   train time, speedup vs FP, FLOPs ratio: ours beside the paper's
     paper_multimodal.{csv,md}   the paper's VLM table (results/paper/multimodal.csv), ours beside
                                 where a mapped VLM has runs on those benchmarks
@@ -25,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_text
+from .claims import paper_cells, reproduced_summary
 from ..workflow import PAPER_TABLES  # noqa: F401 - the file names the workflow declares
 
 BENCHMARKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "openbookqa", "arc_challenge", "arc_easy"]
@@ -45,10 +48,11 @@ def load_paper(paper_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def ours_long(evals: pd.DataFrame, paper_models: dict[str, str]) -> pd.DataFrame:
-    """Our eval rows (grades.report.runs.collect) -> model (paper name), method, benchmark, accuracy (%).
+    """Our eval rows (grades.report.runs.collect) -> model (paper name), method, benchmark, accuracy (%),
+    n (items scored).
 
     Only models in ``paper_models`` and the paper's benchmarks; the mean over seeds."""
-    cols = ["model", "method", "benchmark", "accuracy"]
+    cols = ["model", "method", "benchmark", "accuracy", "n"]
     if evals.empty:
         return pd.DataFrame(columns=cols)
     e = evals[evals["model"].isin(paper_models) & evals["setting"].ne("Base")].copy()
@@ -57,12 +61,13 @@ def ours_long(evals: pd.DataFrame, paper_models: dict[str, str]) -> pd.DataFrame
     if e.empty:
         return pd.DataFrame(columns=cols)
     e["model"] = e["model"].map(paper_models)
-    g = e.groupby(["model", "setting", "benchmark"], sort=False)["acc"].mean().reset_index()
+    g = e.groupby(["model", "setting", "benchmark"], sort=False).agg(acc=("acc", "mean"), n=("n", "first"))
+    g = g.reset_index()
     g["accuracy"] = g["acc"] * 100
-    out = g.rename(columns={"setting": "method"})[["model", "method", "benchmark", "accuracy"]]
+    out = g.rename(columns={"setting": "method"})[cols]
     avg = out.groupby(["model", "method"], sort=False)["accuracy"].agg(["mean", "count"]).reset_index()
     avg = avg[avg["count"] == len(BENCHMARKS)]  # an average only over all eight
-    avg = avg.assign(benchmark="avg", accuracy=avg["mean"])[cols]
+    avg = avg.assign(benchmark="avg", accuracy=avg["mean"], n=float("nan"))[cols]
     return pd.concat([out, avg], ignore_index=True)
 
 
@@ -100,11 +105,13 @@ def table_markdown(w: pd.DataFrame, title: str = "") -> str:
 
 
 def comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Every (model, method, benchmark) of either side: ours, paper, diff = ours - paper."""
+    """Every (model, method, benchmark) of either side: ours, paper, diff = ours - paper, our
+    item count ``n``, our 95% interval ``lo`` / ``hi`` and ``reproduced`` (:func:`grades.report.claims.paper_cells`)."""
     o = ours.rename(columns={"accuracy": "ours"})
     p = paper.rename(columns={"accuracy": "paper"})
     m = o.merge(p, on=["model", "method", "benchmark"], how="outer")
     m["diff"] = m["ours"] - m["paper"]
+    m = paper_cells(m)
     mo, me = _order(set(m["model"]), set(m["method"]))
     key = {b: i for i, b in enumerate(BENCHMARKS + ["avg"])}
     m["_o"] = m["model"].map({x: i for i, x in enumerate(mo)}) * 1000 + m["method"].map(
@@ -112,9 +119,18 @@ def comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return m.sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
 
-def _ours_paper(o: float, p: float, d: float) -> str:
-    """A comparison cell: "ours / paper (ours − paper)", the difference left out when undefined."""
-    return f"{_num(o)} / {_num(p)}" + ("" if math.isnan(d) else f" ({_signed(d)})")
+def _ours_paper(o: float, p: float, d: float, verdict: str = "") -> str:
+    """A comparison cell: "ours / paper (ours − paper)", the difference left out when undefined,
+    then the verdict on the paper's value (:func:`_verdict`) where there is one."""
+    return f"{_num(o)} / {_num(p)}" + ("" if math.isnan(d) else f" ({_signed(d)})") + (f" {verdict}" if verdict else "")
+
+
+def _verdict(r: pd.Series) -> str:
+    """"✓ [89.20, 92.70]": the paper's value inside our 95% interval (✗: outside); "" without a verdict."""
+    rep = r.get("reproduced")
+    if rep is None or (isinstance(rep, float) and math.isnan(rep)):
+        return ""
+    return ("✓" if bool(rep) else "✗") + f" [{r['lo']:.2f}, {r['hi']:.2f}]"
 
 
 def _cells(g: pd.DataFrame, cols: list[str], paper_alone: bool = False) -> list[str]:
@@ -128,13 +144,15 @@ def _cells(g: pd.DataFrame, cols: list[str], paper_alone: bool = False) -> list[
             out.append("–")
             continue
         o, p, d = r["ours"].iloc[0], r["paper"].iloc[0], r["diff"].iloc[0]
-        out.append(_num(p) if paper_alone and math.isnan(o) else _ours_paper(o, p, d))
+        out.append(_num(p) if paper_alone and math.isnan(o) else _ours_paper(o, p, d, _verdict(r.iloc[0])))
     return out
 
 
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     """Rows model x method; each cell "ours / paper (Δ)"; only rows where we have a number."""
-    lines = ["Accuracy (%): ours / paper (ours − paper). The paper's numbers: results/paper/"
+    lines = ["Accuracy (%): ours / paper (ours − paper), then ✓ when the paper's value lies inside our 95% "
+             "interval [shown] for our accuracy on that benchmark's item count (Wilson), ✗ when it does not "
+             "(reproduced or not); averages get no verdict. The paper's numbers: results/paper/"
              "accuracy_language.csv (one run each, no error bars); its averages as printed.", ""]
     cols = BENCHMARKS + ["avg"]
     head = ["Model", "Method"] + [HEADERS[c] for c in cols]
@@ -149,6 +167,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         d = have.loc[n, "diff"]
         lines += ["", f"{int(n.sum())} benchmark cells compared: mean difference {_signed(d.mean())}, "
                       f"mean |difference| {d.abs().mean():.2f}, largest |difference| {d.abs().max():.2f} points."]
+        lines += [""] + [f"* {s}" for s in reproduced_summary(have)]
     else:
         lines += ["", "_no run of ours matches a cell of the paper's table yet_"]
     return "\n".join(lines) + "\n"
