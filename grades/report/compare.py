@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_text
-from .claims import (Claims, ClaimOptions, claim_cells, claim_heads, claim_row, has_claims, load_claims,
+from .claims import (ClaimOptions, Claims, claim_cells, claim_heads, claim_row, has_claims, load_claims,
                      seed_cell, seed_sd, speed_cells, speed_heads, with_claims)
 from .plotting import new_figure, save
 from .tables import combined_stderr
