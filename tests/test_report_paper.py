@@ -129,7 +129,9 @@ def test_efficiency_speedups_reproduce_the_paper(tables):
     q = e[(e["model"] == "Qwen3-0.6B") & (e["method"] == "LoRA+GradES")].iloc[0]
     assert q["avg_accuracy_paper"] == 67.37 and round(q["avg_accuracy_ours"], 2) == 67.30
     md = (out / "paper_efficiency.md").read_text()
-    assert "| Qwen3-0.6B | LoRA+GradES | 907 | 907 | 7.22x | 7.22x | +0.00 |" in md
+    # fabricated runs have no per-step times and one seed: no interval, so no verdict on the paper's speedup
+    assert "| Qwen3-0.6B | LoRA+GradES | 907 | 907 | 7.22x no interval | 7.22x | +0.00 |" in md
+    assert paper["speedup_paper_inside"].isna().all()
 
 
 def test_without_runs_the_comparison_says_so(tmp_path):
@@ -170,3 +172,20 @@ def test_multimodal_table_shows_the_papers_scores_and_ours_beside():
     assert mm["ours"].notna().sum() == 1
     md = multimodal_markdown(mm)
     assert "| FP | 71.00 / 75.69 (-4.69) | 81.00 | 41.38 |" in md and "have not finished" not in md
+
+
+def test_our_speedup_interval_judges_the_papers_speedup():
+    _, paper_eff = rp.load_paper(PAPER_DIR)
+    p = paper_eff.dropna(subset=["speedup_vs_fp"]).iloc[0]
+    eff = pd.DataFrame([{"model": "ours", "setting": p["method"], "total_time_s": 100.0, "flops_ratio_vs_FP": 0.9,
+                         "speedup_vs_FP": p["speedup_vs_fp"] - 0.05, "speedup_vs_FP_lo": p["speedup_vs_fp"] - 0.1,
+                         "speedup_vs_FP_hi": p["speedup_vs_fp"] + 0.01, "speedup_vs_FP_verdict": "faster"}])
+    empty = rp.ours_long(pd.DataFrame(), {})  # no accuracies of ours
+    e = rp.efficiency_comparison(eff, paper_eff, {"ours": p["model"]}, empty).set_index(["model", "method"])
+    r = e.loc[(p["model"], p["method"])]
+    assert r["speedup_paper_inside"] is True
+    assert rp._speedup_ours(r).endswith("] faster ✓")
+    eff["speedup_vs_FP_hi"] = p["speedup_vs_fp"] - 0.01  # the paper's speedup now above our interval
+    r = rp.efficiency_comparison(eff, paper_eff, {"ours": p["model"]}, empty).set_index(["model", "method"]).loc[
+        (p["model"], p["method"])]
+    assert r["speedup_paper_inside"] is False and rp._speedup_ours(r).endswith(" ✗")

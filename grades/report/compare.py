@@ -14,8 +14,11 @@ total time; the best accuracy, the shortest time and the fewest FLOPs are marked
 so are the settings on the Pareto frontier (no other setting is at least as accurate
 and at most as costly, and strictly better in one of the two).
 
-The Pareto figure has one point per run (seed): accuracy against total time (left)
-and against FLOPs (right), error bars of one standard error, methods coloured, full
+Each setting is also compared with its baseline item by item and its speedup given with
+an interval (:mod:`grades.report.claims`); a model without per-item records keeps the
+unpaired "Δ best". The Pareto figure has one point per run (seed): accuracy against
+total time (left) and against FLOPs (right), error bars the paired 95% interval of the
+run against its baseline's run of the same seed (:func:`error_bars`), methods coloured, full
 fine-tuning drawn as circles and LoRA as squares, the frontier as a staircase, and
 the base model's accuracy (no fine-tuning) as a dotted line when it was evaluated.
 """

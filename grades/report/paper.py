@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_text
-from .claims import paper_cells, reproduced_summary
+from .claims import paper_cells, reproduced_summary, speed_cell
+from .stats import reproduced
 from ..workflow import PAPER_TABLES  # noqa: F401 - the file names the workflow declares
 
 BENCHMARKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "openbookqa", "arc_challenge", "arc_easy"]
@@ -188,13 +189,19 @@ def efficiency_comparison(eff_ours: pd.DataFrame, paper_eff: pd.DataFrame, paper
     for model, method in keys:
         p = paper_eff[(paper_eff["model"] == model) & (paper_eff["method"] == method)]
         q = o[(o["model"] == model) & (o["setting"] == method)] if not o.empty else o
-        ours_speed = q[f"speedup_vs_{baseline}"].iloc[0] if len(q) else math.nan
+        tag = f"speedup_vs_{baseline}"
+        ours_speed = q[tag].iloc[0] if len(q) else math.nan
         paper_speed = float(p["speedup_vs_fp"].iloc[0]) if len(p) else math.nan
+        lo, hi, verdict = ((float(q[f"{tag}_lo"].iloc[0]), float(q[f"{tag}_hi"].iloc[0]),
+                            str(q[f"{tag}_verdict"].iloc[0] or "")) if len(q) and f"{tag}_lo" in q
+                           else (math.nan, math.nan, ""))
         rows.append({
             "model": model, "method": method,
             "train_time_s_ours": q["total_time_s"].iloc[0] if len(q) else math.nan,
             "train_time_s_paper": float(p["train_time_s"].iloc[0]) if len(p) else math.nan,
-            "speedup_ours": ours_speed, "speedup_paper": paper_speed, "speedup_diff": ours_speed - paper_speed,
+            "speedup_ours": ours_speed, "speedup_ours_lo": lo, "speedup_ours_hi": hi, "speedup_ours_verdict": verdict,
+            "speedup_paper": paper_speed, "speedup_diff": ours_speed - paper_speed,
+            "speedup_paper_inside": reproduced(paper_speed, lo, hi),
             "flops_ratio_ours": q[f"flops_ratio_vs_{baseline}"].iloc[0] if len(q) else math.nan,
             "flops_as_printed_paper": float(p["flops_ratio_as_printed"].iloc[0]) if len(p) else math.nan,
             "avg_accuracy_ours": float(avg.get((model, method), math.nan)),
@@ -213,18 +220,29 @@ def _signed(d: float) -> str:
     return "–" if d is None or math.isnan(d) else f"{round(d, 2) + 0.0:+.2f}"  # no "-0.00"
 
 
+def _speedup_ours(r) -> str:
+    """"1.05x [0.98, 1.12] indistinguishable from 1 ✓" (✓ / ✗: the paper's speedup inside / outside the interval)."""
+    cell = speed_cell(r["speedup_ours"], r.get("speedup_ours_lo", math.nan), r.get("speedup_ours_hi", math.nan))
+    verdict, inside = r.get("speedup_ours_verdict"), r.get("speedup_paper_inside")
+    if cell != "–" and isinstance(verdict, str) and verdict:
+        cell += f" {verdict}"
+    return cell + ("" if inside is None or cell == "–" else " ✓" if inside else " ✗")
+
+
 def efficiency_markdown(e: pd.DataFrame) -> str:
     lines = ["Training time (s; ours: training + validation), speedup over FP of the same model, FLOPs and "
              "average accuracy (%): ours beside the paper's (results/paper/efficiency.csv). The paper's FLOPs "
              "cells are ambiguous ('0.55x reduction', '2.34x'): shown as printed, not as ratios. Our FLOPs "
-             "column is the ratio to FP (analytic matmul FLOPs of training and validation).", ""]
+             "column is the ratio to FP (analytic matmul FLOPs of training and validation). Our speedup carries its "
+             "95% interval and verdict (docs: Reading the results); ✓ / ✗: the paper's speedup inside / outside it.",
+             ""]
     head = ["Model", "Method", "time ours", "time paper", "speedup ours", "speedup paper", "Δ speedup",
             "FLOPs/FP ours", "FLOPs paper (as printed)", "avg ours", "avg paper"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for _, r in e.iterrows():
         lines.append("| " + " | ".join([
             r["model"], r["method"], _num(r["train_time_s_ours"], "{:.0f}"), _num(r["train_time_s_paper"], "{:.0f}"),
-            _num(r["speedup_ours"], "{:.2f}x"), _num(r["speedup_paper"], "{:.2f}x"),
+            _speedup_ours(r), _num(r["speedup_paper"], "{:.2f}x"),
             _signed(r["speedup_diff"]), _num(r["flops_ratio_ours"], "{:.2f}"),
             _num(r["flops_as_printed_paper"], "{:.2f}"), _num(r["avg_accuracy_ours"]),
             _num(r["avg_accuracy_paper"])]) + " |")
