@@ -9,7 +9,7 @@ from transformers import Trainer, TrainingArguments
 
 from grades import GradESCallback, GradESConfig
 from grades.freezer import base_optimizer
-from conftest import add_lora, build_tiny
+from tinymodels import add_lora, build_tiny
 
 
 class _Data(torch.utils.data.Dataset):

@@ -251,7 +251,7 @@ class _Tokens(torch.utils.data.Dataset):
 
 
 def _hf_train(out: Path, *, stop_at: int | None = None, resume: str | None = None, **cb_kw):
-    from conftest import build_tiny
+    from tinymodels import build_tiny
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from grades import GradESCallback, GradESConfig
