@@ -53,6 +53,20 @@ def add_lora(model, adapter_name: str = "default", r: int = 4):
 
 
 
+class TokenData(torch.utils.data.Dataset):
+    """``n`` random sequences of ``seq`` token ids, labels = inputs (a Trainer's dataset)."""
+
+    def __init__(self, n=64, seq=16, vocab=128):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, vocab, (n, seq), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.x[i], "labels": self.x[i]}
+
+
 def batch(n: int = 2, seq: int = 16, vocab: int = 128, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, vocab, (n, seq), generator=g)
