@@ -54,7 +54,7 @@ from .errors import EvalConfigError, MissingInputError, TaskLoadError
 from .lm_eval_call import task_manager
 from .run import evaluate
 from .summary import task_summary, to_number
-from .tasks import STANDARD_TASKS, local_tasks, parse_tasks, render_tasks, split_tasks
+from .tasks import STANDARD_TASKS, local_tasks, parse_tasks, render_tasks, shipped_tasks, split_tasks
 
 set_offline()  # before lm_eval / datasets / huggingface_hub are imported
 
@@ -63,5 +63,5 @@ __all__ = [
     "VLLM_LORA_RANKS", "EvalConfigError", "EvalOptions", "MissingInputError", "TaskLoadError",
     "build_lm_eval_args", "build_parser", "check_data_dir", "evaluate", "local_tasks", "main",
     "max_lora_rank", "merge_adapter", "parse_data", "parse_tasks", "quiet_libraries", "read_adapter_config",
-    "render_tasks", "set_offline", "split_tasks", "task_manager", "task_summary", "to_number",
+    "render_tasks", "set_offline", "shipped_tasks", "split_tasks", "task_manager", "task_summary", "to_number",
 ]
