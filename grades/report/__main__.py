@@ -1,6 +1,7 @@
 """The command line of the report: ``python -m grades.report tables|figures|compare|multimodal``.
 
     tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR]
+                [--expect MODEL/SLUG/seedK[=SETTING] | MODEL/base ...]
     figures     --runs DIR --out DIR [--layer N]
     compare     --runs DIR --tables DIR [--figures DIR] [--select MODEL/SLUG[/seedK] ...] [--models M ...]
     multimodal  --runs DIR --tables DIR --figures DIR
@@ -23,6 +24,9 @@ def main(argv=None) -> int:
                    help="our model -> the paper's name, e.g. qwen3-14b=Qwen3-14B,phi-4=Phi4-14B: also write the "
                         "paper-comparison tables (paper_*.csv/md)")
     t.add_argument("--paper-dir", default="results/paper", help="the paper's numbers (accuracy_language.csv, ...)")
+    t.add_argument("--expect", nargs="+", default=None, metavar="MODEL/SLUG/seedK[=SETTING]",
+                   help="the planned runs (MODEL/base: a base evaluation): runs.{csv,md} says which failed, were not "
+                        "run or not evaluated, and the tables mark their cells missing")
     f = sub.add_parser("figures", help="signal, frozen-fraction and freeze-step figures (PNG + PDF)")
     f.add_argument("--runs", required=True, help="results/runs/<profile>")
     f.add_argument("--out", required=True, help="figures/<profile>")
@@ -44,7 +48,7 @@ def main(argv=None) -> int:
         from .tables import write_tables
 
         pm = dict(kv.split("=", 1) for kv in args.paper_models.split(",") if kv.strip())
-        for name, path in write_tables(args.runs, args.out, args.baseline, args.paper_dir, pm).items():
+        for name, path in write_tables(args.runs, args.out, args.baseline, args.paper_dir, pm, args.expect).items():
             print(f"{name}: {path}")
     elif args.cmd == "multimodal":
         from .multimodal import write_multimodal
