@@ -100,7 +100,7 @@ def test_local_templates_mirror_lm_eval_social_iqa(tmp_path):
     from lm_eval.tasks._yaml_loader import load_yaml
     import lm_eval
 
-    assert set(ev.local_tasks()) == {"world_mc", "siqa_local", "shapes_gen"}
+    assert set(ev.local_tasks()) == {"world_mc", "siqa_local", "shapes_gen", "cs_siqa_local"}
     assert not (tasks_dir().parent / "__init__.py").exists()  # `evals` is a data dir
     d = tmp_path / 'we"ird dir'
     ev.render_tasks({"siqa_local": d, "world_mc": tmp_path / "w"}, tmp_path / "inc",

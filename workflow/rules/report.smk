@@ -122,7 +122,8 @@ rule multimodal:
 
 
 rule partial:
-    # no input, no output: always runs when asked for, reads whatever is under the runs root now
+    # no input, no output (not even a benchmark file, which would be one): always runs when asked
+    # for, and reads whatever is under the runs root now
     log:
         f"{LOGS}/partial.log",
     conda:
@@ -137,14 +138,8 @@ rule partial:
         paper=rules.tables.params.paper,
         expect=EXPECTED,
         layer=rules.figures.params.layer,
-        multimodal=lambda wc, threads: (
-            f"&& {job_env(wc, threads)} {PY} -m grades.report multimodal --runs {RESULTS} --tables {TABLES} "
-            f"--figures {FIGURES}"
-            if VLMS
-            else ""
-        ),
+        multimodal="--multimodal" if VLMS else "",
     shell:
-        "( {params.env} {params.py} -m grades.report tables --runs {params.runs} --out {params.tables} "
-        "--baseline {params.baseline} {params.paper} --expect {params.expect} "
-        "&& {params.env} {params.py} -m grades.report figures --runs {params.runs} --out {params.figures} "
-        "{params.layer} {params.multimodal} ) > {log} 2>&1"
+        "{params.env} {params.py} -m grades.report partial --runs {params.runs} --tables {params.tables} "
+        "--figures {params.figures} --baseline {params.baseline} {params.paper} --expect {params.expect} "
+        "{params.layer} {params.multimodal} > {log} 2>&1"
