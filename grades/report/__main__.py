@@ -1,6 +1,6 @@
 """The command line of the report: ``python -m grades.report tables|figures|compare|multimodal``.
 
-    tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR]
+    tables      --runs DIR --out DIR [--baseline FP] [--paper-models ours=paper,... --paper-dir DIR [--planned-tasks T,...]]
                 [--expect MODEL/SLUG/seedK[=SETTING] | MODEL/base ...]
     figures     --runs DIR --out DIR [--layer N]
     compare     --runs DIR --tables DIR [--figures DIR] [--select MODEL/SLUG[/seedK] ...] [--models M ...]
@@ -51,7 +51,8 @@ def main(argv=None) -> int:
 
         pm = dict(kv.split("=", 1) for kv in args.paper_models.split(",") if kv.strip())
         out = args.out if args.cmd == "tables" else args.tables
-        written = write_tables(args.runs, out, args.baseline, args.paper_dir, pm, args.expect)
+        planned = [t for t in args.planned_tasks.split(",") if t.strip()] or None
+        written = write_tables(args.runs, out, args.baseline, args.paper_dir, pm, args.expect, planned)
         if args.cmd == "partial":
             from .figures import write_figures
 
@@ -89,6 +90,9 @@ def _table_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--expect", nargs="+", default=None, metavar="MODEL/SLUG/seedK[=SETTING]",
                    help="the planned runs (MODEL/base: a base evaluation): runs.{csv,md} says which failed, were not "
                         "run or not evaluated, and the tables mark their cells missing")
+    t.add_argument("--planned-tasks", default="",
+                   help="with --paper-models: the tasks those models will be scored on (comma-separated), split-"
+                        "checked before they are scored")
 
 
 if __name__ == "__main__":

@@ -323,13 +323,24 @@ def _title(ours: pd.DataFrame, protocol: str) -> str:
             f"zero-shot; Avg = mean of the eight).")
 
 
+def planned_frame(tasks: list[str] | None) -> pd.DataFrame | None:
+    """task, benchmark, protocol, split, split_size of the tasks a profile will score (for the split check)."""
+    if not tasks:
+        return None
+    from ..evaluate.catalogue import describe
+
+    return pd.DataFrame(describe(tasks, count=False))
+
+
 def write_paper_tables(train: pd.DataFrame, evals: pd.DataFrame, eff: pd.DataFrame, out_dir: str | Path,
-                       paper_dir: str | Path, paper_models: dict[str, str], baseline: str = "FP") -> dict[str, Path]:
-    """The paper-comparison tables from collected run frames (grades.report.runs.collect)."""
+                       paper_dir: str | Path, paper_models: dict[str, str], baseline: str = "FP",
+                       planned_tasks: list[str] | None = None) -> dict[str, Path]:
+    """The paper-comparison tables from collected run frames (grades.report.runs.collect);
+    ``planned_tasks``: the tasks the profile scores, for the split check before any run."""
     out = Path(out_dir)
     paper_acc, paper_eff = load_paper(paper_dir)
     ours = ours_long(evals, paper_models)
-    check = split_check(paper_acc, ours)
+    check = split_check(paper_acc, ours, planned_frame(planned_tasks))
     ow = pd.concat([wide(ours[ours["protocol"] == p]).assign(protocol=p) for p in protocols(ours)] or
                    [wide(ours).assign(protocol=None)], ignore_index=True)
     cmp = comparison(ours, paper_acc, check)

@@ -10,7 +10,9 @@ probability about n / 10,000, so 30 of 30 values fitting 299 items says a lot, w
 
 Verdicts: ``ok`` (at least 90% of the paper's values fit our n; one misprint is not a
 mismatch), ``mismatch`` (fewer: the paper's numbers come from other items than ours), ``not
-scored`` (no evaluation of ours yet), ``uninformative`` (our n >= 10,000).
+scored`` (no evaluation of ours yet), ``uninformative`` (our n >= 10,000). Before any run, the
+planned tasks (their split's known size, :func:`grades.evaluate.catalogue.describe`) are
+checked the same way: ``ok (planned)``, ``mismatch (planned)``, ...
 """
 
 from __future__ import annotations
@@ -40,14 +42,24 @@ def count_fits(values: Iterable[float], n: int) -> int:
     return sum(fits(v, n) for v in values)
 
 
-def split_check(paper_acc: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+def verdict(values: list[float], n: int | None) -> str:
+    """The verdict for the paper's ``values`` and our n (module docstring)."""
+    if not n:
+        return "not scored"
+    if n >= EVERY_VALUE_FITS:
+        return "uninformative"
+    return "ok" if count_fits(values, n) >= FIT_SHARE * len(values) else "mismatch"
+
+
+def split_check(paper_acc: pd.DataFrame, ours: pd.DataFrame, planned: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per benchmark and protocol of ours (one per benchmark with protocol "" when we
     have none): task, split, n_ours, the paper's values that fit n_ours, and those that fit each
     known split (``fits``: "validation 299: 30/30; test 1172: 3/30"), the best-fitting split
     and the verdict.
 
     ``paper_acc``: results/paper/accuracy_language.csv; ``ours``: :func:`grades.report.paper.ours_long`
-    (columns benchmark, protocol, task, split, n)."""
+    (columns benchmark, protocol, task, split, n); ``planned``: the tasks the profile will score
+    (columns task, benchmark, protocol, split, split_size), checked where nothing is scored yet."""
     rows = []
     for bench, sizes in SPLITS.items():
         values = paper_acc.loc[paper_acc["benchmark"] == bench, "accuracy"].dropna().tolist()
@@ -55,25 +67,28 @@ def split_check(paper_acc: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
         per_split = {f"{s} {n}": count_fits(values, n) for s, n in sizes.items()}
         best = max(per_split, key=per_split.get) if per_split else ""
         mine = ours[ours["benchmark"] == bench] if not ours.empty else ours
-        groups = list(mine.groupby("protocol", sort=False)) if len(mine) else [("", mine)]
-        for protocol, g in groups:
-            ns = sorted({int(n) for n in g["n"].dropna()}) if len(g) else []
-            n = ns[0] if len(ns) == 1 else None
-            fit = count_fits(values, n) if n else None
-            if not ns:
-                verdict = "not scored"
-            elif n is None:
-                verdict = "mismatch"  # runs scored different numbers of items
-            elif n >= EVERY_VALUE_FITS:
-                verdict = "uninformative"
-            else:
-                verdict = "ok" if fit >= FIT_SHARE * total else "mismatch"
+        plan = planned[planned["benchmark"] == bench] if planned is not None and len(planned) else None
+        groups = list(mine.groupby("protocol", sort=False)) if len(mine) else []
+        scored = {p for p, _ in groups}
+        if plan is not None:
+            groups += [(p, g) for p, g in plan.groupby("protocol", sort=False) if p not in scored]
+        for protocol, g in groups or [("", mine)]:
+            if protocol in scored or not len(g):
+                ns = sorted({int(n) for n in g["n"].dropna()}) if len(g) else []
+                n = ns[0] if len(ns) == 1 else None
+                verdict_ = verdict(values, n) if n or not ns else "mismatch"  # runs scored different numbers
+                fit = count_fits(values, n) if n else None
+            else:  # planned, not scored yet: the known size of the split the task scores
+                ns = sorted({int(n) for n in g["split_size"].dropna()})
+                n = ns[0] if len(ns) == 1 else None
+                fit = count_fits(values, n) if n else None
+                verdict_ = f"{verdict(values, n)} (planned)" if n else "not scored"
             rows.append({
                 "benchmark": bench, "protocol": protocol, "task": ",".join(dict.fromkeys(g["task"])) if len(g) else "",
                 "split": ",".join(dict.fromkeys(str(s) for s in g["split"].dropna())) if len(g) else "",
                 "n_ours": n if n else (",".join(map(str, ns)) or None), "paper_values": total,
                 "fit_ours": fit, "fits": "; ".join(f"{k}: {v}/{total}" for k, v in per_split.items()),
-                "best_split": best, "verdict": verdict,
+                "best_split": best, "verdict": verdict_,
             })
     return pd.DataFrame(rows, columns=["benchmark", "protocol", "task", "split", "n_ours", "paper_values", "fit_ours",
                                        "fits", "best_split", "verdict"])
@@ -94,13 +109,15 @@ def splits_markdown(check: pd.DataFrame, headers: dict[str, str]) -> str:
     lines = ["Split check: can the paper's values be k/n for the n items we scored? Each paper value (two "
              "decimals) is tested against our n and the item counts of the benchmark's splits (x/30 = paper "
              "values that fit). **mismatch** = our numbers are not over the items the paper's come from; "
-             "uninformative = n >= 10,000 (every value fits); not scored = no evaluation of ours yet.", "",
-             "| Benchmark | protocol | task | split | n ours | paper values fitting n ours | paper values fitting each "
+             "uninformative = n >= 10,000 (every value fits); not scored = no evaluation of ours yet; (planned) = "
+             "not scored yet, checked with the size of the split the profile's task will score.", "",
+             "| Benchmark | protocol | task | split | n ours (scored, or planned) | paper values fitting n ours | "
+             "paper values fitting each "
              "split | verdict |", "|---|---|---|---|---|---|---|---|"]
     for r in check.itertuples():
         fit = "–" if r.fit_ours is None or (isinstance(r.fit_ours, float) and math.isnan(r.fit_ours)) \
             else f"{int(r.fit_ours)}/{r.paper_values}"
-        verdict = f"**{r.verdict}**" if r.verdict == "mismatch" else r.verdict
+        verdict = f"**{r.verdict}**" if r.verdict.startswith("mismatch") else r.verdict
         lines.append(f"| {headers.get(r.benchmark, r.benchmark)} | {r.protocol or '–'} | {r.task or '–'} | "
                      f"{r.split or '–'} | {r.n_ours if r.n_ours is not None else '–'} | {fit} | {r.fits} | {verdict} |")
     return "\n".join(lines) + "\n"

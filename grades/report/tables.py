@@ -226,11 +226,13 @@ def with_missing(acc: pd.DataFrame, status: pd.DataFrame | None) -> pd.DataFrame
 
 
 def write_tables(runs_dir: str | Path, out_dir: str | Path, baseline: str = "FP", paper_dir: str | Path | None = None,
-                 paper_models: dict[str, str] | None = None, expected: list[str] | None = None) -> dict[str, Path]:
+                 paper_models: dict[str, str] | None = None, expected: list[str] | None = None,
+                 planned_tasks: list[str] | None = None) -> dict[str, Path]:
     """accuracy/efficiency tables; with ``paper_models`` (our model -> the paper's name) also the
     paper-comparison tables of :mod:`grades.report.paper` (``paper_dir``: results/paper); with
     ``expected`` (the planned runs, :func:`grades.report.runs.run_status`) also ``runs.{csv,md}``
-    and the missing runs marked in the tables."""
+    and the missing runs marked in the tables; ``planned_tasks`` (the tasks of the paper models)
+    go into the paper's split check before they are scored."""
     from .runs import collect, run_status
 
     train, evals = collect(runs_dir)
@@ -242,7 +244,8 @@ def write_tables(runs_dir: str | Path, out_dir: str | Path, baseline: str = "FP"
     if paper_models:
         from .paper import write_paper_tables
 
-        extra = write_paper_tables(train, evals, eff, out, paper_dir or "results/paper", paper_models, baseline)
+        extra = write_paper_tables(train, evals, eff, out, paper_dir or "results/paper", paper_models, baseline,
+                                   planned_tasks)
     if status is not None:
         extra["runs"] = atomic_write_text(out / "runs.csv", status.to_csv(index=False))
         extra["runs_md"] = atomic_write_text(out / "runs.md", runs_markdown(status))

@@ -48,6 +48,8 @@ rule tables:
         paper=(
             f"--paper-dir {gw.quote(PAPER_DIR)} --paper-models "
             + gw.quote(",".join(f"{k}={v}" for k, v in PAPER_MODELS.items()))
+            + " --planned-tasks "
+            + gw.quote(",".join(dict.fromkeys(t for m in PAPER_MODELS if m not in VLMS for t in gw.eval_tasks(W, m))))
             if PAPER_MODELS
             else ""
         ),
