@@ -26,9 +26,14 @@ from grades import resources as gr
 from grades import workflow as gw
 from grades.config import ConfigError
 
+DEFAULT_CONFIG = str(gr.default_configfile())
 if not config:  # a --configfile replaces the default instead of being merged into it
+    try:  # the strict reader first: Snakemake's keeps the last of two equal keys, names no line
+        gw.check_configfiles([DEFAULT_CONFIG])
+    except ConfigError as e:
+        raise WorkflowError(f"invalid configuration, nothing was run:\n{e}")
 
-    configfile: str(gr.default_configfile())
+    configfile: DEFAULT_CONFIG
 
 
 # jobs read the Hugging Face cache only (the `prefetch` target downloads, on a login node);
@@ -37,7 +42,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 try:
+    gw.check_configfiles(workflow.configfiles)  # the --configfile files, read by the strict reader
     W = gw.load(config)
+    if workflow.is_main_process:  # where jobs are submitted; not again inside each cluster job
+        gw.check_memory(W)  # every GPU run fits its GPUs' memory (nothing to check without GPUs)
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{e}")
 
@@ -60,10 +68,10 @@ FIGURES = f"figures/{PROFILE}"
 report: "workflow/report/workflow.rst"
 
 
-wildcard_constraints:
-    model="[A-Za-z0-9_.-]+",
+wildcard_constraints:  # names that can be wildcards and paths (grades.workflow.names)
+    model=gw.WILDCARD,
     setting="[a-z0-9-]+",
-    dataset="[A-Za-z0-9_.-]+",
+    dataset=gw.WILDCARD,
     seed="[0-9]+",
 
 

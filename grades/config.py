@@ -18,8 +18,13 @@ class ConfigError(ValueError):
 
 
 def closest(name: str, options) -> str:
-    """' (did you mean 'x'?)' or '' — used by every 'unknown name' message."""
-    match = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.5)
+    """' (did you mean 'x'?)' or '' — used by every 'unknown name' message (a name that differs
+    only in case is the closest)."""
+    options = [str(o) for o in options]
+    same = [o for o in options if o.lower() == str(name).lower()]
+    if same:
+        return f" (did you mean '{same[0]}'?)"
+    match = difflib.get_close_matches(str(name), options, n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 

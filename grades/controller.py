@@ -5,11 +5,14 @@ Hugging Face callback (:mod:`grades.callback`) — so freezing, stopping, events
 the signal history behave the same in both.
 
 Distributed training (an initialised ``torch.distributed`` process group with more
-than one rank): every rank runs the method on its own (so its state stays complete on
-every rank), but the decision applied is rank 0's, broadcast to all
+than one rank): every rank runs the method on its own. A method whose inputs are summed
+over ranks (``rank_consistent``: GradES, whose signals over sharded parameters take one
+all-reduce per check, and AutoFreeze) computes the same decision on every rank, which is
+applied as is; for any other method the decision applied is rank 0's, broadcast to all
 (:func:`grades.distributed.agree`). All ranks therefore freeze the same matrices at the
-same step and stop at the same step, even if their signals differed in the last bit.
-The hooks must be called at the same steps on every rank (they are, in lockstep training).
+same step and stop at the same step. The hooks must be called at the same steps on every
+rank (they are, in lockstep training). A method that cannot read sharded parameters
+(``supports_sharding`` false) is refused when the model is sharded.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .coverage import coverage
 from .freezer import Freezer
 from .io import atomic_write_json, atomic_write_text
 from .methods.base import Decision, MethodContext, StoppingMethod
+from .shards import mesh_of
 
 
 class Controller:
@@ -34,6 +38,9 @@ class Controller:
         self.model = model
         self.method = method
         self.components = components if components is not None else discover_components(model)
+        if not method.supports_sharding and mesh_of([p for c in self.components for p in c.params]) is not None:
+            raise ValueError(f"method '{method.name}' cannot read sharded (FSDP) parameters; run it in one process "
+                             "without sharding (parallel: none)")
         self.freezer = Freezer(self.components, optimizer)
         self.planned_steps = planned_steps
         self.should_stop = False
@@ -79,7 +86,9 @@ class Controller:
             hook(step)
 
     def _apply(self, decision: Decision | None, step: int) -> bool:
-        if self.method.name != "none":  # plain training never decides anything: nothing to agree on
+        # plain training never decides anything, and a rank-consistent method decides the
+        # same everywhere: nothing to agree on
+        if self.method.name != "none" and not self.method.rank_consistent:
             from .distributed import agree
 
             decision = agree(decision)
@@ -161,10 +170,17 @@ class Controller:
         return {"freezer": self.freezer.state_dict(), "method": self.method.state_dict(),
                 "should_stop": self.should_stop, "stop_reason": self.stop_reason, "stop_step": self.stop_step}
 
-    def load_state_dict(self, state: dict) -> None:
+    def restore_frozen(self, state: dict) -> None:
+        """Re-apply the frozen set of a :meth:`state_dict` (the first part of :meth:`load_state_dict`).
+
+        A checkpoint loader calls it before it gives the optimizer its state back, so that
+        frozen matrices get none."""
         self.freezer.load_state_dict(state["freezer"])
         if self.savings is not None:  # re-apply merges / truncation / pruning for the restored frozen set
             self.savings.sync(self.freezer.frozen)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.restore_frozen(state)
         self.method.load_state_dict(state["method"])
         self.should_stop = state["should_stop"]
         self.stop_reason = state["stop_reason"]

@@ -1,22 +1,16 @@
-"""Data-parallel training over ``torch.distributed``, started by torchrun or accelerate.
+"""The process group of multi-process training: ranks from the launcher, joined with an explicit timeout.
 
-One process per GPU (``WORLD_SIZE`` > 1 in the environment, set by the launcher). The
-training loop (:mod:`grades.train`) then:
+One process per GPU (``WORLD_SIZE`` > 1 in the environment, set by torchrun or
+accelerate). :class:`Dist` reads the ranks, joins the group (NCCL on GPUs, gloo on
+CPUs) with an explicit collective timeout, or makes a group of one for a single process
+that trains sharded (FSDP2 with a world of one: the same code path), and gives each
+rank its rows of the global batch (:meth:`Dist.shard`). :func:`agree` puts rank 0's
+decision on every rank.
 
-* draws the same *global* batch on every rank (same seed) and keeps its own rows
-  (:meth:`Dist.shard`), so no sampler state has to be shared;
-* scales each rank's loss to ``sum over its label tokens / label tokens of the global
-  batch`` (``num_items_in_batch``) and sums the gradients over ranks
-  (:meth:`Dist.all_reduce_grads`, bucketed), which gives exactly the gradient of the
-  single-process loss over the global batch (up to floating-point order);
-* lets the :class:`grades.controller.Controller` take every stopping / freezing
-  decision on rank 0 and broadcast it (:func:`agree`), so all ranks freeze the same
-  matrices at the same step, keep identical parameter sets, and stop together;
-* writes files on rank 0 only.
-
-Every rank holds the whole model and optimizer state (no sharding): see the README for
-what fits. Gradients are reduced after the backward pass of the last micro-batch, not
-overlapped with it as DDP does: simpler, and correct with matrices that freeze mid-run.
+Data parallelism itself is torch's FSDP2 (``fully_shard``, applied by
+:mod:`grades.train.parallel`): parameters, gradients and optimizer state are sharded,
+gradients reduce-scattered after each backward. The library measures sharded
+parameters through :mod:`grades.shards`.
 """
 
 from __future__ import annotations
@@ -26,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-_BUCKET = 1 << 25  # elements per all-reduce bucket (128 MB of fp32)
+#: collective timeout when the run config gives none (torch's own default for gloo and NCCL
+#: is shorter or differs between versions; a checkpoint of a large model takes minutes)
+DEFAULT_TIMEOUT_S = 1800
 
 
 def _env_int(name: str, default: int) -> int:
@@ -56,16 +52,30 @@ class Dist:
         return cls(rank=_env_int("RANK", 0), world=world, local_rank=_env_int("LOCAL_RANK", 0),
                    local_world=_env_int("LOCAL_WORLD_SIZE", world))
 
-    def init(self, device_type: str = "cpu") -> "Dist":
-        """Join the process group of the launcher (NCCL on GPUs, gloo on CPUs)."""
-        if not self.enabled:
+    def init(self, device_type: str = "cpu", *, timeout_s: float | None = None,
+             group_of_one: bool = False) -> "Dist":
+        """Join the launcher's process group (NCCL on GPUs, gloo on CPUs), with collectives
+        timing out after ``timeout_s`` seconds (default :data:`DEFAULT_TIMEOUT_S`).
+
+        A single process joins nothing, unless ``group_of_one``: then it makes a process
+        group of one (an in-memory store), so that sharded training runs the same code with
+        a world of one."""
+        if not self.enabled and not group_of_one:
             return self
+        import datetime
+
         import torch.distributed as dist
 
         if not dist.is_initialized():
             if device_type == "cuda":
                 torch.cuda.set_device(self.local_rank)
-            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+            backend = "nccl" if device_type == "cuda" else "gloo"
+            timeout = datetime.timedelta(seconds=timeout_s or DEFAULT_TIMEOUT_S)
+            if self.enabled:
+                dist.init_process_group(backend=backend, timeout=timeout)
+            else:
+                dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                        timeout=timeout)
             self.owns_group = True
         if dist.get_world_size() != self.world or dist.get_rank() != self.rank:
             raise RuntimeError(f"process group (rank {dist.get_rank()} of {dist.get_world_size()}) does not match "
@@ -82,43 +92,48 @@ class Dist:
 
     # ------------------------------------------------------------ batches
     def check_batch(self, batch_size: int) -> None:
-        if batch_size % self.world:
-            raise ValueError(f"batch_size {batch_size} (global, per micro-step) is not divisible by the "
-                             f"{self.world} processes; use a multiple of {self.world}")
+        """Refuse a global batch that the processes cannot share (see :meth:`rows`)."""
+        if batch_size % self.world and self.world % batch_size:
+            raise ValueError(f"batch_size {batch_size} (global, per micro-step) cannot be shared by the "
+                             f"{self.world} processes: use a multiple of {self.world}, or a divisor of it")
 
-    def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """This rank's rows of a global batch (contiguous, equal shares)."""
+    def rows(self, n: int) -> tuple[int, int, float]:
+        """This rank's rows ``[lo, hi)`` of a global batch of ``n`` rows, and the weight of its loss.
+
+        ``n`` a multiple of the world: equal contiguous shares, weight 1. ``n`` a divisor of
+        the world (e.g. one example on two GPUs): every rank takes one row, each row is taken
+        by ``world / n`` ranks, whose losses are weighted ``n / world`` so that the sum over
+        ranks is still the global batch's loss (compute is repeated, memory is still sharded)."""
+        if n % self.world == 0:
+            per = n // self.world
+            return self.rank * per, (self.rank + 1) * per, 1.0
+        if self.world % n == 0:
+            r = self.rank % n
+            return r, r + 1, n / self.world
+        raise ValueError(f"a batch of {n} rows cannot be shared by {self.world} processes")
+
+    def shard(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float]:
+        """This rank's rows of a global batch, and the weight of its loss (:meth:`rows`).
+
+        A tensor that is not one row per example (a VLM's patches of every picture, concatenated)
+        cannot be split by rows: it passes whole when this rank takes every row, else it is refused."""
         if not self.enabled:
-            return batch
-        n = next(iter(batch.values())).shape[0]
-        per = n // self.world
-        lo = self.rank * per
-        return {k: v[lo: lo + per] for k, v in batch.items()}
+            return batch, 1.0
+        n = batch["input_ids"].shape[0]
+        lo, hi, weight = self.rows(n)
+        out = {}
+        for k, v in batch.items():
+            if v.shape[0] == n:
+                out[k] = v[lo:hi]
+            elif (lo, hi) == (0, n):
+                out[k] = v
+            else:
+                raise ValueError(f"cannot split the batch's {k!r} (first dimension {v.shape[0]}, not one per "
+                                 f"each of its {n} rows) over {self.world} processes; use a batch_size that "
+                                 f"divides {self.world} (e.g. 1)")
+        return out, weight
 
     # -------------------------------------------------------- collectives
-    def all_reduce_grads(self, params: list[torch.nn.Parameter], bucket: int = _BUCKET) -> None:
-        """Sum the gradients of ``params`` over ranks, in place (a missing gradient counts as 0).
-
-        Every rank must pass the same list in the same order (the frozen set is the same
-        everywhere because decisions are broadcast)."""
-        if not self.enabled or not params:
-            return
-        import torch.distributed as dist
-
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        group: list[torch.Tensor] = []
-        size = 0
-        for p in params:
-            group.append(p.grad)
-            size += p.grad.numel()
-            if size >= bucket:
-                _reduce_flat(group, dist)
-                group, size = [], 0
-        if group:
-            _reduce_flat(group, dist)
-
     def all_reduce_sum(self, x: float, device: torch.device | str = "cpu") -> float:
         if not self.enabled:
             return x
@@ -129,23 +144,11 @@ class Dist:
         return float(t.item())
 
     def barrier(self) -> None:
+        """Wait for every rank (nothing to wait for in a single process)."""
         if self.enabled:
             import torch.distributed as dist
 
             dist.barrier()
-
-
-def _reduce_flat(tensors: list[torch.Tensor], dist) -> None:
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for t in tensors:
-        by_dtype.setdefault(t.dtype, []).append(t)
-    for ts in by_dtype.values():
-        flat = torch.cat([t.reshape(-1) for t in ts])
-        dist.all_reduce(flat)
-        off = 0
-        for t in ts:
-            t.copy_(flat[off: off + t.numel()].view_as(t))
-            off += t.numel()
 
 
 def active_world() -> int:

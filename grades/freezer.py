@@ -6,6 +6,10 @@ parameter's bytes), so the memory comes back and the optimizer does no more work
 them. Autograd then skips the weight-gradient matmuls of frozen matrices, and the
 input-gradient matmuls too where nothing below needs a gradient; gradients still flow
 *through* a frozen matrix to the trainable ones beneath it.
+
+Sharded parameters (FSDP2): each rank releases its own shard's optimizer state; the
+freeze is applied on every rank at the same step (by the Controller), so the ranks keep
+the same trainable set.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .components import Component
+from .shards import local_bytes
 
 
 def base_optimizer(optimizer):
@@ -27,7 +32,8 @@ def base_optimizer(optimizer):
 
 
 def freeze_params(params: list[torch.nn.Parameter], optimizer=None) -> int:
-    """Freeze ``params`` and release their optimizer state; returns bytes released."""
+    """Freeze ``params`` and release their optimizer state; returns bytes released (by this
+    rank: its shard's, when the parameters are sharded)."""
     released = 0
     opt = base_optimizer(optimizer) if optimizer is not None else None
     for p in params:
@@ -36,7 +42,7 @@ def freeze_params(params: list[torch.nn.Parameter], optimizer=None) -> int:
         if opt is not None:
             state = opt.state.pop(p, None)
             if state:
-                released += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+                released += sum(local_bytes(v) for v in state.values() if torch.is_tensor(v))
     return released
 
 

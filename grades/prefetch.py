@@ -42,8 +42,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from .config import ConfigError
 
 KINDS = ("model", "dataset", "lm-eval")
@@ -262,8 +260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="manifest JSON (default cache/<profile>/prefetch.json)")
     args = ap.parse_args(argv)
     try:
-        raw = (yaml.safe_load(Path(args.workflow_config).read_text()) if args.workflow_config
-               else json.loads(args.config_json))
+        raw = gw.read_config(args.workflow_config) if args.workflow_config else json.loads(args.config_json)
         if args.groups is not None:
             raw["groups"] = [g for g in args.groups.split(",") if g]
         cfg = gw.load(raw)

@@ -13,25 +13,33 @@ Layout under a profile's runs root (``results/runs/<profile>``)::
         eval.json            scores (grades.evaluate / grades.vlm evaluate)
     <model>/base/eval.json   the model without fine-tuning
 
+        .lock                while a process writes the directory (grades.lock)
+
 Tables, figures, golden values, calibration and benchmarks read runs through
 :func:`finished_runs` / :func:`load_run` / :class:`Run`; training and evaluation write
 through :class:`RunDir`. Readers never raise on a damaged file: they log it and treat the
-run as unfinished, so one bad run never hides the others.
+run as unfinished, so one bad run never hides the others. A writer first calls
+:meth:`RunDir.open_for_writing`: the directory is checked (a directory, writable), locked
+for this process (:mod:`grades.lock`: a second writer is refused, naming the first) and
+cleared of what killed writes left (:func:`grades.io.clean_leftovers`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
-from .io import atomic_write_json, atomic_write_text
+from .config import ConfigError
+from .io import atomic_write_json, atomic_write_text, clean_leftovers
+from .lock import DirLock, DirLocked, describe
+from .yamlfile import read_yaml
 
 RUN_CONFIG = "run.yaml"
 TRAIN = "train.json"
@@ -50,6 +58,30 @@ EVENT_COLUMNS = ["step", "component", "layer", "kind", "type", "tower", "params"
 #: what a training attempt writes: removed when the next attempt starts (run.yaml and eval.json are not its own)
 TRAINING_OUTPUTS = (TRAIN, TRAIN_FAILED, MODEL, ADAPTER, SIGNALS, EVENTS, SUMMARY)
 GRADES_DEFAULTS = {"alpha": 0.3, "signal": "grad_delta_l1", "normalize": False}
+
+
+class RunDirError(ConfigError):
+    """The run directory cannot be written: a file, not writable, or held by another process."""
+
+
+def check_writable(d: Path, what: str = "run directory") -> None:
+    """Create ``d`` if needed and write a file into it, or raise :class:`RunDirError` saying why."""
+    if d.exists() and not d.is_dir():
+        raise RunDirError(f"{what} {d} is a file, not a directory; remove it or choose another directory")
+    parent = next((p for p in d.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise RunDirError(f"{what} {d}: {parent} is a file, not a directory; choose another directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=d)
+        try:
+            os.write(fd, b"probe")
+            os.close(fd)
+        finally:
+            Path(probe).unlink()
+    except OSError as e:
+        raise RunDirError(f"{what} {d} is not writable ({e.strerror or e}); nothing was trained: fix its "
+                          f"permissions or choose another directory") from None
 
 
 def log(msg: str) -> None:
@@ -134,6 +166,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock: DirLock | None = None  # held between open_for_writing() and release()
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -177,14 +210,13 @@ class RunDir:
 
     def run_config(self) -> dict:
         p = self.path / RUN_CONFIG
-        try:
-            doc = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
+        if not p.exists():
             return {}
-        except (OSError, ValueError, yaml.YAMLError) as e:
+        try:
+            return read_yaml(p, "run config")
+        except ConfigError as e:
             log(f"{p} is unreadable ({e}); using train.json only")
             return {}
-        return doc if isinstance(doc, dict) else {}
 
     def signals(self):
         return read_csv(self.path / SIGNALS, SIGNAL_COLUMNS)
@@ -198,6 +230,37 @@ class RunDir:
         return {str(c): int(s) for c, s in zip(ev["component"], ev["step"])}
 
     # ------------------------------------------------------------ writers
+    def open_for_writing(self, also_writable: tuple[str | Path, ...] = ()) -> DirLock:
+        """Check, lock and clean the directory before a writer starts; returns the held lock.
+
+        Refuses (:class:`RunDirError`) a path that is a file, a directory that cannot be written
+        (also each of ``also_writable``, e.g. the checkpoint folder), and a directory another
+        live process holds, naming it. A lock left by a dead process is taken over; the
+        temporary files of writes that were killed (``.NAME.XXXXXXXX.tmp``) are removed."""
+        check_writable(self.path)
+        for d in also_writable:
+            check_writable(Path(d), "checkpoint directory")
+        lock = DirLock(self.path)
+        try:
+            lock.acquire()
+        except DirLocked as e:
+            raise RunDirError(f"run directory {self.path} is in use by {describe(e.holder)}; two runs must not "
+                              f"write one directory: wait for it to end, or choose another directory") from None
+        except OSError as e:
+            raise RunDirError(f"run directory {self.path}: cannot take its lock ({e.strerror or e})") from None
+        if lock.took_over:
+            log(f"{self.path}: took over the lock left by {describe(lock.took_over)}, which is no longer running")
+        for p in clean_leftovers(self.path):
+            log(f"{self.path}: removed {p.name}, left by a write that was killed")
+        self.lock = lock
+        return lock
+
+    def release(self) -> None:
+        """Let go of the lock taken by :meth:`open_for_writing` (nothing when none is held)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def clear_training_outputs(self) -> None:
         """Remove what an earlier training attempt left, so the directory describes this one only."""
         for name in TRAINING_OUTPUTS:

@@ -26,6 +26,13 @@ norm. A non-finite probe turns that parameter's signal into NaN (folded into the
 host synchronisation), so the matrix is not frozen at that check; the probe is also
 kept with the previous-gradient buffer, so the next delta, which would subtract a
 gradient with a NaN in it, is NaN too, exactly as with the full estimator.
+
+Sharded parameters (FSDP2 ``DTensor``, :mod:`grades.shards`): each rank reads its own
+shard of every gradient (or weight) and keeps its own shard of the buffers; the partial
+L1 sums of all ranks are added with one all-reduce per check, folded into the check's
+one host synchronisation, so every rank gets the same whole-matrix values (and so takes
+the same decisions). The sampled estimator keeps, on each rank, the fixed indices that
+fall in its rows: the subset, and the values, do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import math
 import torch
 
 from .components import Component
+from .shards import flat_range, is_sharded, local, mesh_of, rows_of, sharded_like, sum_over_ranks
 
 # The L1 kernels walk the gradients in cache-sized slices, so no full-size temporary is
 # ever allocated and each element of G_t and of the buffer crosses memory once (read G_t,
@@ -178,24 +186,35 @@ class SignalTracker:
         self._owner_list = [i for i, c in enumerate(components) for _ in c.params]
         self._owner = torch.tensor(self._owner_list, dtype=torch.long)
         self._numel = torch.tensor([c.numel for c in components], dtype=torch.float64)
+        # sharded parameters (FSDP2 DTensors): every rank measures its shard, and one sum
+        # over ranks per check gives the whole-matrix values (grades.shards)
+        self.mesh = mesh_of(self.params)
         # sampled estimator: fixed random flat indices per parameter, and the scale
         self._index: list[torch.Tensor | None] = [None] * len(self.params)
         self._scale = torch.ones(len(self.params), dtype=torch.float64)
+        # sharded and sampled: which run [a, b) of the matrix's k sorted indices this rank's shard holds
+        self._span: list[tuple[int, int, int] | None] = [None] * len(self.params)
         if sample_fraction is not None and signal != "grad_l1":
             # one index set per parameter size (and device), shared by the parameters of
             # that size: each matrix still gets a fixed random subset of its entries, and
-            # the indices cost next to nothing (q_proj of every layer shares one set)
-            shared: dict[tuple[int, str], torch.Tensor] = {}
+            # the indices cost next to nothing (q_proj of every layer shares one set).
+            # A shard keeps the indices that fall in its rows, so the subset, and the
+            # signal, do not depend on how many ranks share the matrix.
+            shared: dict[tuple, tuple[torch.Tensor, tuple[int, int, int]]] = {}
             for j, p in enumerate(self.params):
                 n = p.numel()
                 k = max(1, math.ceil(sample_fraction * n))
                 if k < n:
-                    key = (n, str(p.device))
+                    lo, hi = flat_range(p)
+                    key = (n, str(p.device), lo, hi)
                     if key not in shared:
                         gen = torch.Generator().manual_seed(seed * 1_000_003 + n)
                         idx = torch.randperm(n, generator=gen)[:k].sort().values
-                        shared[key] = idx.to(device=p.device, dtype=torch.int32)
-                    self._index[j] = shared[key]
+                        a, b = (int(torch.searchsorted(idx, v)) for v in (lo, hi))
+                        shared[key] = ((idx[a:b] - lo).to(device=p.device, dtype=torch.int32), (a, b, k))
+                    self._index[j], span = shared[key]
+                    if is_sharded(p):
+                        self._span[j] = span
                     self._scale[j] = n / k
         # previous gradient (grad_delta) or weight snapshot (weight_delta), per param
         self._buffer: list[torch.Tensor | None] = [None] * len(self.params)
@@ -227,9 +246,10 @@ class SignalTracker:
                 self._probe[j] = None
 
     def _source(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        """What the signal reads of ``p`` on this rank: its gradient or its weights (the local shard)."""
         if self.signal == "weight_delta_l1":
-            return p.detach()
-        return p.grad
+            return local(p.detach())
+        return local(p.grad)
 
     def _view(self, j: int, t: torch.Tensor) -> torch.Tensor:
         idx = self._index[j]
@@ -292,8 +312,13 @@ class SignalTracker:
                 self._store([sel[i] for i in rest], [cur[i] for i in rest])
                 for k, i in enumerate(at):
                     self._probe[sel[i]] = probes[k]
+        per_param = per_param + poison
+        if self.mesh is not None:  # each rank measured its shard: the one collective of a check
+            sel, per_param = self._sum_over_ranks(sel, per_param)
+            if not sel:
+                return out
         sel_t = torch.tensor(sel, dtype=torch.long)
-        per_param = (per_param + poison).cpu() * self._scale[sel_t]  # the one host sync of a check
+        per_param = per_param.cpu() * self._scale[sel_t]  # the one host sync of a check
         owner = self._owner[sel_t]
         sums = torch.zeros(n_comp, dtype=torch.float64).index_add_(0, owner, per_param)
         counted = torch.zeros(n_comp, dtype=torch.float64).index_add_(0, owner, torch.ones_like(per_param))
@@ -301,6 +326,20 @@ class SignalTracker:
         if self.normalize:
             out = out / self._numel
         return out
+
+    def _sum_over_ranks(self, sel: list[int], per_param: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """Whole-matrix values from the ranks' partial ones, in one all-reduce.
+
+        Values and a count of the ranks that measured each parameter travel together; a
+        parameter measured by some ranks and not by others has no whole value (dropped)."""
+        n = len(self.params)
+        both = torch.zeros(2 * n, dtype=torch.float64, device=per_param.device)
+        at = torch.tensor(sel, dtype=torch.long, device=per_param.device)
+        both[at] = per_param
+        both[n + at] = 1.0
+        both = sum_over_ranks(both, self.mesh).cpu()  # the one host sync of a check
+        keep = (both[n:] == self.mesh.size()).nonzero().flatten()
+        return keep.tolist(), both[keep]
 
     @torch.no_grad()
     def record(self, active: list[bool] | None = None) -> None:
@@ -324,14 +363,57 @@ class SignalTracker:
 
     # ---------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        return {"buffer": [None if b is None else b.cpu() for b in self._buffer],
-                "probe": [None if v is None else float(v) for v in self._probe]}
+        """Buffers and probes, to save with a checkpoint.
+
+        Without sharding: CPU tensors and floats. With sharded parameters every rank must
+        call it (it takes collectives): a full buffer is a DTensor laid out like its
+        parameter (saved shard by shard, loadable on another number of ranks), a sampled
+        one the whole matrix's k values (small), and a probe is 0 or NaN for the whole matrix."""
+        if self.mesh is None:
+            return {"buffer": [None if b is None else b.cpu() for b in self._buffer],
+                    "probe": [None if v is None else float(v) for v in self._probe]}
+        bufs: list = [None if b is None or self._span[j] is not None else sharded_like(b, self.params[j])
+                      for j, b in enumerate(self._buffer)]
+        sampled = [j for j, b in enumerate(self._buffer) if b is not None and self._span[j] is not None]
+        if sampled:  # each rank fills its run of the k values, the sum over ranks has them all
+            sizes = [self._span[j][2] for j in sampled]
+            flat = torch.zeros(sum(sizes), dtype=torch.float32, device=self._buffer[sampled[0]].device)
+            off = 0
+            for j, k in zip(sampled, sizes):
+                a, b, _ = self._span[j]
+                flat[off + a: off + b] = self._buffer[j].float()
+                off += k
+            flat = sum_over_ranks(flat, self.mesh).cpu()
+            for j, part in zip(sampled, flat.split(sizes)):
+                bufs[j] = part.to(self.buffer_dtype)
+        have = [j for j, v in enumerate(self._probe) if v is not None]
+        probes: list = [None] * len(self.params)
+        if have:  # 0 where every shard was finite, NaN where one was not
+            zero = torch.stack([self._probe[j].to(torch.float64) * 0 for j in have])
+            for j, v in zip(have, sum_over_ranks(zero, self.mesh).tolist()):
+                probes[j] = v
+        return {"buffer": bufs, "probe": probes}
 
     def load_state_dict(self, state: dict) -> None:
+        """Buffers and probes from :meth:`state_dict`, of this run or of one on another number of ranks.
+
+        A buffer may come as a DTensor laid out like its parameter here (its local shard is
+        kept) or as the whole tensor (this rank keeps its rows, or its run of a sampled one's k values)."""
         bufs = state["buffer"]
         if len(bufs) != len(self.params):
             raise ValueError(f"signal state has {len(bufs)} buffers, tracker has {len(self.params)} parameters")
-        self._buffer = [None if b is None else b.to(p.device) for b, p in zip(bufs, self.params)]
+        self._buffer = [None if b is None else self._local_buffer(j, b).to(p.device)
+                        for j, (b, p) in enumerate(zip(bufs, self.params))]
         probes = state.get("probe") or [None] * len(self.params)
         self._probe = [None if v is None else torch.tensor(v, dtype=torch.float32, device=p.device)
                        for v, p in zip(probes, self.params)]
+
+    def _local_buffer(self, j: int, b: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a saved buffer ``b`` of parameter ``j``."""
+        p = self.params[j]
+        if is_sharded(b) or not is_sharded(p):
+            return local(b)
+        if self._span[j] is not None:
+            lo, hi, _ = self._span[j]
+            return b[lo:hi]
+        return rows_of(b, p)

@@ -66,3 +66,30 @@ def batch(n: int = 2, seq: int = 16, vocab: int = 128, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, vocab, (n, seq), generator=g)
     return {"input_ids": x, "labels": x.clone()}
+
+
+# ----------------------------------------------- prepared directories for training tests
+#: the tiny Qwen3 and world-mc options the training tests share (tests/test_resume.py and others
+#: pin freeze steps on exactly these: change them and those expectations move)
+TINY_QWEN3 = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16, intermediate_size=64,
+                  vocab_size=300, max_position=256)
+WORLD_MC = dict(n_train=64, n_validation=8, n_test=8, n_names=40, corpus_docs=10)
+
+
+def prepare_tiny(d, model: dict | None = None, data: dict | None = None):
+    """A tiny Qwen3 checkpoint (``tiny:qwen3``, no pretraining) and a small ``synthetic:world-mc``
+    dataset prepared under ``d``: ``(d, model_dir, data_dir)``. ``model`` / ``data`` override
+    :data:`TINY_QWEN3` / :data:`WORLD_MC`."""
+    from grades.data import prepare_dataset
+    from grades.models import prepare_model
+
+    m = prepare_model("tiny:qwen3", d / "model", **{**TINY_QWEN3, **(model or {})})
+    return d, m, prepare_dataset("synthetic:world-mc", d / "data", **{**WORLD_MC, **(data or {})})
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """:func:`prepare_tiny` with the shared options, once per session: ``(model_dir, data_dir)``,
+    read-only (a test writes its runs into a directory of its own)."""
+    _, model, data = prepare_tiny(tmp_path_factory.mktemp("tiny-world"))
+    return model, data

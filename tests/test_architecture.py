@@ -13,7 +13,8 @@ PKG = Path(__file__).resolve().parent.parent / "grades"
 MAX_LINES = 520  # "about 500": a module past this takes a second job; split it
 #: the part users import as a library: it must not depend on harness code
 LIBRARY = {"grades", "grades.config", "grades.components", "grades.coverage", "grades.signals", "grades.freezer",
-           "grades.controller", "grades.callback", "grades.io", "grades.savings", "grades.distributed", "grades.registry"}
+           "grades.controller", "grades.callback", "grades.io", "grades.savings", "grades.distributed", "grades.registry",
+           "grades.shards"}
 LIBRARY_PACKAGES = ("grades.methods", "grades.flops")  # with every module inside
 
 
@@ -150,3 +151,18 @@ def test_library_does_not_import_the_harness():
 def test_module_size(mod):
     n = len(modules()[mod].read_text().splitlines())
     assert n <= MAX_LINES, f"{mod} has {n} lines (at most {MAX_LINES}): it has outgrown one job; split it"
+
+
+def test_architecture_page_names_every_module():
+    """docs/architecture.md names every file of the package (a file name inside its package's
+    section is enough), so that a reader can find the one job of each."""
+    page = (PKG.parent / "docs" / "architecture.md").read_text()
+    missing = []
+    for mod, path in modules().items():
+        rel = path.relative_to(PKG.parent).as_posix()
+        if path.name == "__main__.py" or (path.name == "__init__.py" and rel.count("/") > 1):
+            continue  # a package's own entry point and its re-exports
+        top_level = rel.count("/") == 1
+        if rel not in page and (top_level or f"`{path.name}`" not in page and path.name not in page):
+            missing.append(rel)
+    assert not missing, f"docs/architecture.md does not name: {missing}"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import prepare_tiny
 import yaml
 
 from grades import ConfigError
@@ -179,14 +180,10 @@ def test_probe_config_keeps_the_signal_and_never_freezes():
 # --------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
-
-    d = tmp_path_factory.mktemp("calib")
-    model = prepare_model("tiny:qwen3", d / "model", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                          head_dim=16, intermediate_size=128, vocab_size=256, max_position=64)
-    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=48, n_validation=8, n_test=8, n_names=40,
-                           corpus_docs=10)
+    d, model, data = prepare_tiny(tmp_path_factory.mktemp("calib"),
+                                  model={"hidden_size": 64, "num_heads": 4, "num_kv_heads": 2,
+                                         "intermediate_size": 128, "vocab_size": 256, "max_position": 64},
+                                  data={"n_train": 48})
     cfg = {"model": {"source": f"local:{model}"}, "data": {"source": f"jsonl:{data}"}, "mode": "fp",
            "steps": 20, "batch_size": 4, "seq_len": 32, "threads": 1, "optim": {"lr": 1.0e-3},
            "method": {"name": "grades", "alpha": 0.3, "tau": 123.0}, "save_model": False}

@@ -319,6 +319,24 @@ def test_task_summary_of_a_generation_task():
     assert s["chance_acc"] == pytest.approx((0.25 + 0.25 + 0.2 + 1 / 3) / 4) and s["n_choices_range"] == [3, 5]
 
 
+def test_lora_check_compares_log_likelihoods_only():
+    # vLLM's LoRA check (grades.evaluate.lora_check) compares per-choice log-likelihoods; a
+    # generation sample's response is text, even one that reads as a number, and is left out
+    from grades.evaluate.lora_check import choice_loglikelihoods, compare
+
+    mc = {"doc_id": 0, "arguments": [("ctx", " a"), ("ctx", " b")],
+          "resps": [[(-1.5, False)], [(-0.5, True)]], "filtered_resps": [(-1.5, False), (-0.5, True)]}
+    gen = {"doc_id": 0, "arguments": [("ctx", {"until": ["\n\n"]})], "resps": [["1"]], "filtered_resps": ["1"]}
+    res = {"samples": {"siqa_local": [mc], "cs_siqa_local": [gen]}}
+    assert choice_loglikelihoods(res) == {("siqa_local", 0): [-1.5, -0.5]}
+    only_gen = compare({}, {"samples": {"cs_siqa_local": [gen]}}, 0.05)
+    assert only_gen["status"] == "unchecked" and only_gen["requests"] == 0
+    shifted = {"samples": {"siqa_local": [{**mc, "filtered_resps": [(-1.4, False), (-0.5, True)]}],
+                           "cs_siqa_local": [gen]}}
+    c = compare(choice_loglikelihoods(res), shifted, 0.05)
+    assert c["status"] == "disagree" and c["docs"] == 1 and c["max_abs_diff"] == pytest.approx(0.1)
+
+
 def _workflow_tasks(config: str, model: str, tmp_path: Path, capsys) -> list[dict]:
     from grades.evaluate.listing import main
 

@@ -26,15 +26,9 @@ GOLDEN = ROOT / "tests" / "golden" / "smoke.json"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
-
+def tiny(tmp_path_factory, tiny_world):
     d = tmp_path_factory.mktemp("determinism")
-    model = prepare_model("tiny:qwen3", d / "model", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                          head_dim=16, intermediate_size=64, vocab_size=300, max_position=256)
-    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=64, n_validation=8, n_test=8, n_names=40,
-                           corpus_docs=10)
+    model, data = tiny_world
     raw = {"name": "det", "model": {"source": f"local:{model}"}, "data": {"source": f"jsonl:{data}"},
            "steps": 30, "batch_size": 4, "seq_len": 96, "threads": 1, "optim": {"lr": 3.0e-3},
            "method": {"name": "grades", "alpha": 0.25, "tau": 0.35}, "save_model": False}

@@ -161,6 +161,14 @@ def test_build_lm_eval_args_hf(tmp_path):
     assert no_adapter["model_args"] == {"pretrained": "/m", "dtype": "float32"}
     with_tok = ev.build_lm_eval_args(model="/m", tasks=["boolq"], tokenizer="/t", dtype="bfloat16")
     assert with_tok["model_args"] == {"pretrained": "/m", "dtype": "bfloat16", "tokenizer": "/t"}
+    # a job with several GPUs: the hf backend spreads the model's layers over them
+    spread = ev.build_lm_eval_args(model="/m", tasks=["boolq"], tensor_parallel_size=4, device="cuda")
+    assert spread["model_args"] == {"pretrained": "/m", "dtype": "float32", "parallelize": True}
+    import inspect
+
+    from lm_eval.models.huggingface import HFLM
+
+    assert "parallelize" in inspect.signature(HFLM.__init__).parameters
 
 
 def test_build_lm_eval_args_vllm(tmp_path):
@@ -325,3 +333,93 @@ def test_error_vllm_not_installed_and_cli_exit_code(tiny, tmp_path, capsys, monk
                   "--data", str(tiny["data"]), "--out", str(tmp_path / "eval.json")])
     assert rc == 2 and "model directory not found" in capsys.readouterr().err
     assert not (tmp_path / "eval.json").exists()
+
+
+# --------------------------------------------------------------------------- vLLM's LoRA check
+# vLLM itself is not installed here: hf stands in for it (tests/vllm runs the real one), with
+# the log-likelihoods of its adapter runs moved by `shift`, as a vLLM whose LoRA prompt
+# log-probs are off would report them.
+
+def _vllm_stand_in(monkeypatch, shift: float = 0.0, fail: bool = False) -> list[tuple]:
+    import dataclasses
+
+    from grades.evaluate import lora_check
+
+    real, calls = lora_check.run_lm_eval, []
+
+    def run(model_dir, adapter_dir, names, std, data_dirs, opts, tokenizer=None, shipped=()):
+        calls.append((opts.backend, adapter_dir is not None, opts.limit, Path(model_dir).name))
+        if opts.backend == "vllm" and adapter_dir is not None and fail:
+            raise ValueError("LoRA is not supported with prompt_logprobs")
+        res, t = real(model_dir, adapter_dir, names, std, data_dirs,
+                      dataclasses.replace(opts, backend="hf", device="cpu"), tokenizer=tokenizer, shipped=shipped)
+        if opts.backend == "vllm" and adapter_dir is not None:
+            for ss in res["samples"].values():
+                for s in ss:
+                    s["filtered_resps"] = [(r[0] + shift, r[1]) for r in s["filtered_resps"]]
+        return res, t
+
+    monkeypatch.setattr(ev_run, "find_spec", lambda name: object())
+    monkeypatch.setattr(lora_check, "run_lm_eval", run)
+    monkeypatch.setattr(ev_run, "run_lm_eval", run)
+    return calls
+
+
+def _vllm_lora_eval(tiny, tmp_path, **kw):
+    out = ev.evaluate(tiny["model"], ["world_mc"], data=tiny["data"], adapter=tiny["adapter"], backend="vllm",
+                      out=tmp_path / "eval.json", samples_out=tmp_path / "samples.jsonl", batch_size=8,
+                      limit=10, threads=1, **kw)
+    return out, [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+
+
+def test_lora_check_agreement_keeps_the_adapter(tiny, tmp_path, monkeypatch):
+    calls = _vllm_stand_in(monkeypatch, shift=1e-3)
+    out, _ = _vllm_lora_eval(tiny, tmp_path, lora_check=4)
+    # the hf reference on the first 4 documents (adapter through PEFT), then "vLLM" with the adapter
+    assert calls == [("hf", True, 4, "model"), ("vllm", True, 10, "model")]
+    c = out["lora_check"]
+    assert out["lora"] == "adapter" and c["status"] == "agree" and c["action"] == "none"
+    assert c["docs"] == 4 and c["requests"] == 12 and c["tolerance"] == 0.05
+    assert c["max_abs_diff"] == pytest.approx(1e-3, abs=1e-6)
+    assert json.loads((tmp_path / "eval.json").read_text())["lora_check"] == c
+
+
+def test_lora_check_disagreement_merges_and_says_so(tiny, tmp_path, monkeypatch, caplog):
+    calls = _vllm_stand_in(monkeypatch, shift=0.7)
+    with caplog.at_level("WARNING", logger="grades.evaluate"):
+        out, samples = _vllm_lora_eval(tiny, tmp_path, lora_check=4)
+    # reference, the adapter run (discarded), then the merged model without LoRA
+    assert calls[:2] == [("hf", True, 4, "model"), ("vllm", True, 10, "model")]
+    assert calls[2][:3] == ("vllm", False, 10) and calls[2][3] == "model" and len(calls) == 3
+    c = out["lora_check"]
+    assert out["lora"] == "merged" and out["adapter"] == str(tiny["adapter"].resolve())
+    assert c["status"] == "disagree" and c["action"] == "merged"
+    assert c["max_abs_diff"] == pytest.approx(0.7, abs=1e-4) and "discarded_lm_eval_time_s" in c
+    assert "disagree with hf's" in caplog.text and "merged instead" in caplog.text
+    # what is reported is the merged model's: the adapter's log-likelihoods, unshifted
+    ref = ev.evaluate(tiny["model"], ["world_mc"], data=tiny["data"], adapter=tiny["adapter"], batch_size=8,
+                      limit=10, threads=1, samples_out=tmp_path / "ref.jsonl")
+    ref_samples = [json.loads(x) for x in (tmp_path / "ref.jsonl").read_text().splitlines()]
+    assert max(abs(a - b) for s, r in zip(samples, ref_samples)
+               for a, b in zip(s["loglikelihoods"], r["loglikelihoods"])) < 1e-4
+    assert out["tasks"]["world_mc"]["acc"] == ref["tasks"]["world_mc"]["acc"]
+
+
+def test_lora_check_vllm_error_merges(tiny, tmp_path, monkeypatch, caplog):
+    calls = _vllm_stand_in(monkeypatch, fail=True)
+    with caplog.at_level("WARNING", logger="grades.evaluate"):
+        out, _ = _vllm_lora_eval(tiny, tmp_path)
+    assert [c[:2] for c in calls] == [("hf", True), ("vllm", True), ("vllm", False)]
+    c = out["lora_check"]
+    assert out["lora"] == "merged" and c["status"] == "error" and c["action"] == "merged"
+    assert "prompt_logprobs" in c["error"] and "failed with the adapter" in caplog.text
+
+
+def test_lora_check_off_and_not_for_hf_or_merged(tiny, tmp_path, monkeypatch):
+    calls = _vllm_stand_in(monkeypatch, shift=5.0)
+    out, _ = _vllm_lora_eval(tiny, tmp_path, lora_check=0)
+    assert calls == [("vllm", True, 10, "model")] and out["lora"] == "adapter" and "lora_check" not in out
+    calls.clear()
+    out, _ = _vllm_lora_eval(tiny, tmp_path, merge=True)
+    assert [c[:2] for c in calls] == [("vllm", False)] and out["lora"] == "merged" and "lora_check" not in out
+    assert ev.build_parser().parse_args(["--model", "m", "--tasks", "t"]).lora_check == 8

@@ -49,7 +49,7 @@ def test_paper_vllm_lora_run(tmp_path):
     ad = _adapter(tmp_path / "adapter", 16)
     kw, a = lm_eval_kwargs(cfg, "qwen3-14b", ["--model", "/m", "--adapter", str(ad)])
     assert kw == {**COMMON, "model": "vllm", "device": None, "model_args": {
-        "pretrained": "/m", "dtype": "bfloat16", "tensor_parallel_size": 1, "gpu_memory_utilization": 0.85,
+        "pretrained": "/m", "dtype": "bfloat16", "tensor_parallel_size": 4, "gpu_memory_utilization": 0.85,
         "seed": 0, "max_model_len": 2048, "enable_lora": True, "max_lora_rank": 16,
         "lora_local_path": str(ad)}}
     assert a.merge_adapter is False
@@ -58,7 +58,7 @@ def test_paper_vllm_lora_run(tmp_path):
     assert kw["model_args"]["max_lora_rank"] == 128
     # a full fine-tuning run: no LoRA arguments at all
     kw, _ = lm_eval_kwargs(cfg, "qwen3-14b", ["--model", "/run/model"])
-    assert kw["model_args"] == {"pretrained": "/run/model", "dtype": "bfloat16", "tensor_parallel_size": 1,
+    assert kw["model_args"] == {"pretrained": "/run/model", "dtype": "bfloat16", "tensor_parallel_size": 4,
                                 "gpu_memory_utilization": 0.85, "seed": 0, "max_model_len": 2048}
 
 
@@ -172,7 +172,8 @@ def test_paper_vlm_runs_through_vllm_vlm(tmp_path):
     assert kw["backend"] == "vllm" and kw["adapter"] == str(ad) and kw["task"] == "gqa,vqav2,coco_caption"
     assert lm["model"] == "vllm-vlm" and lm["device"] is None and lm["apply_chat_template"] is True
     # vLLM puts LoRA on the language model only: the adapter is merged first, so none reaches vLLM
-    assert lm["model_args"] == {"pretrained": "/merged", "dtype": "bfloat16", "tensor_parallel_size": 1,
+    # tensor parallelism over the model's 4 GPUs (28 query and 4 key/value heads, 16 in the vision tower)
+    assert lm["model_args"] == {"pretrained": "/merged", "dtype": "bfloat16", "tensor_parallel_size": 4,
                                 "gpu_memory_utilization": 0.85, "seed": 0, "max_model_len": 2048, "max_images": 1}
     assert lm["tasks"] == ["gqa", "vqav2", "coco_caption"] and lm["batch_size"] == 32 and lm["limit"] is None
     with pytest.raises(ev.EvalConfigError, match="merge the adapter"):

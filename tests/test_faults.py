@@ -25,16 +25,8 @@ GRADES = {"name": "grades", "alpha": 0.25, "tau": TAU}  # on this model: freezes
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
-
-    d = tmp_path_factory.mktemp("faults")
-    model = prepare_model("tiny:qwen3", d / "model", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                          head_dim=16, intermediate_size=64, vocab_size=300, max_position=256)
-    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=64, n_validation=8, n_test=8, n_names=40,
-                           corpus_docs=10)
-    return d, model, data
+def tiny(tmp_path_factory, tiny_world):
+    return (tmp_path_factory.mktemp("faults"), *tiny_world)
 
 
 def raw_config(tiny, **over) -> dict:
@@ -187,7 +179,7 @@ def test_too_long_examples(tiny, monkeypatch, capsys):
     failed = json.loads((d / "too-long" / "train_failed.json").read_text())
     assert failed["stage"] == "setup" and "too_long: truncate" in failed["error"]
     (d / "too-long.yaml").write_text(yaml.safe_dump(bad))
-    assert main(["--config", str(d / "too-long.yaml"), "--out", str(d / "too-long"), "--no-progress"]) == 1
+    assert main(["--config", str(d / "too-long.yaml"), "--out", str(d / "too-long"), "--no-progress"]) == 2  # bad input
     err = capsys.readouterr().err
     assert "error: " in err and "more than seq_len=24" in err and "Traceback" not in err
 
@@ -201,5 +193,5 @@ def test_empty_train_split(tiny, capsys):
     with pytest.raises(DataError, match="train.jsonl: split 'train' is empty"):
         run(load_run_config(cfg), d / "empty", progress=False)
     (d / "empty.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["--config", str(d / "empty.yaml"), "--out", str(d / "empty"), "--no-progress"]) == 1
+    assert main(["--config", str(d / "empty.yaml"), "--out", str(d / "empty"), "--no-progress"]) == 2  # bad input
     assert "split 'train' is empty" in capsys.readouterr().err

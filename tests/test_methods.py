@@ -312,15 +312,11 @@ def test_bottom_k_all_layers_stops_and_too_many_is_an_error():
 # ----------------------------------------------- a user's method, end to end
 def test_toy_method_runs_through_train_run(tmp_path):
     import toy_method  # noqa: F401  (registers "toy")
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
+    from conftest import prepare_tiny
     from grades.train import load_run_config, run
 
-    model_dir = prepare_model("tiny:qwen3", tmp_path / "model", hidden_size=32, num_layers=2, num_heads=2,
-                              num_kv_heads=1, head_dim=16, intermediate_size=64, vocab_size=300,
-                              max_position=256)
-    data_dir = prepare_dataset("synthetic:world-mc", tmp_path / "data", n_train=16, n_validation=4, n_test=4,
-                               n_names=20, corpus_docs=10)
+    _, model_dir, data_dir = prepare_tiny(tmp_path, data={"n_train": 16, "n_validation": 4, "n_test": 4,
+                                                         "n_names": 20})
     cfg = load_run_config({
         "name": "toy", "model": {"source": f"local:{model_dir}"}, "data": {"source": f"jsonl:{data_dir}"},
         "method": {"name": "toy", "freeze_step": 2, "stop_step": 3}, "steps": 6, "batch_size": 4,

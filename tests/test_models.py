@@ -255,6 +255,11 @@ def test_local_spec_resolves(tiny_pretrained, tmp_path):
     assert prepare_model(f"local:{out}") == out
     assert prepare_model(str(out)) == out
     assert resolve_local("tiny:qwen3") is None
+    # into the workflow's cache: links to the checkpoint's files, nothing copied
+    linked = prepare_model(f"local:{out}", tmp_path / "cache" / "m")
+    assert (linked / "config.json").is_symlink() and (linked / "config.json").resolve() == (out / "config.json").resolve()
+    assert json.loads((linked / "grades_model.json").read_text())["linked_from"] == str(out.resolve())
+    assert load_model(linked)[0].config.hidden_size == load_model(out)[0].config.hidden_size
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="not a checkpoint directory .no config.json.*prepare it first"):
         resolve_local(f"local:{tmp_path / 'empty'}")
@@ -307,9 +312,9 @@ def test_gguf_missing_member_leaves_nothing(tmp_path):
     assert not (tmp_path / "m").exists() and leftovers(tmp_path) == []
 
 
-def test_cli_refuses_local_and_reports_errors(tmp_path, capsys):
+def test_cli_reports_errors(tmp_path, capsys):
     assert models_main(["prepare", "--spec", f"local:{tmp_path}", "--out", str(tmp_path / "x")]) == 2
-    assert "already a local checkpoint" in capsys.readouterr().err
+    assert "not a checkpoint directory (no config.json)" in capsys.readouterr().err
     assert models_main(["prepare", "--spec", "tiny:qwen3", "--out", str(tmp_path / "x"), "--set", "hiden_size=8"]) == 2
     assert "did you mean 'hidden_size'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -88,7 +88,7 @@ def test_known_thresholds_come_from_the_paper(cfg):
 def test_vlm_experiments_expand_into_runs(cfg):
     for m, settings in VLMS.items():
         assert [r.setting for r in gw.runs(cfg) if r.model == m] == settings
-        assert gw.is_vlm(cfg, m) and cfg["models"][m]["gpus"] == 1
+        assert gw.is_vlm(cfg, m) and cfg["models"][m]["gpus"] == {"qwen2.5-vl-7b": 4, "nanovlm": 1}[m]
     assert cfg["models"]["qwen2.5-vl-7b"]["source"] == "hf:Qwen/Qwen2.5-VL-7B-Instruct"
     assert gw.eval_tasks(cfg, "qwen2.5-vl-7b") == ["gqa", "vqav2", "coco_caption"]
     assert gw.eval_tasks(cfg, "nanovlm") == [f"mmstar_{c}" for c in (
@@ -114,7 +114,7 @@ def test_vlm_evaluation_arguments(cfg):
     # vllm-vlm on the cluster; the instruct model in its chat format (it is fine-tuned in it)
     assert gw.vlm_eval_args(cfg, "qwen2.5-vl-7b") == (
         "--task gqa,vqav2,coco_caption --batch-size 32 --dtype bfloat16 --backend vllm "
-        "--apply-chat-template --tensor-parallel-size 1 --gpu-memory-utilization 0.85 --max-model-len 2048")
+        "--apply-chat-template --tensor-parallel-size 4 --gpu-memory-utilization 0.85 --max-model-len 2048")
     assert "--apply-chat-template" not in gw.vlm_eval_args(cfg, "nanovlm")
     hf = gw.load({**copy.deepcopy(PAPER), "eval": {**PAPER["eval"], "backend": "hf"}})
     assert gw.vlm_eval_args(hf, "nanovlm").endswith("--dtype bfloat16 --device cuda")
@@ -154,12 +154,15 @@ def test_job_resources_scale_with_model_size(cfg):
     big = gw.job_resources(cfg, "qwen3-14b", "train")
     small = gw.job_resources(cfg, "qwen3-0.6b", "train")
     assert big["gpu"] == 4 and small["gpu"] == 1
+    assert big["nodes"] == small["nodes"] == 1 and big["slurm_extra"] == "" and big["tasks"] == 0  # one node
     assert big["cpus"] == 32 and small["cpus"] == 8  # cpus_per_gpu 8
     assert big["mem_mb"] == 32000 + 2500 * 14.8 * 4 and small["mem_mb"] == 32000 + 2500 * 0.6
     assert big["runtime"] == 1068 and small["runtime"] == 216  # minutes: 180 + 60 per billion
     assert small["runtime"] < big["runtime"]
     ev = gw.job_resources(cfg, "qwen3-14b", "evaluate")
-    assert ev["gpu"] == 1 and ev["mem_mb"] == 76400  # 32000 + 3000 * 14.8: one process
+    # vLLM's tensor parallelism over the 4 GPUs of the model's node (40 query, 8 key/value heads)
+    assert ev["gpu"] == 4 and ev["nodes"] == 1 and ev["mem_mb"] == 76400  # 32000 + 3000 * 14.8: one process
+    assert gw.job_resources(cfg, "phi-4", "evaluate")["gpu"] == 2  # 10 key/value heads: 4 does not split them
     assert gw.job_resources(cfg, "qwen3-14b", "prepare")["gpu"] == 0
     over = copy.deepcopy(PAPER)
     over["models"]["qwen3-14b"]["resources"] = {"train": {"runtime": 2000, "gpu": 8}}
@@ -172,14 +175,14 @@ def test_launcher_for_multi_gpu_models(cfg):
     assert gw.train_launcher(cfg, "qwen3-14b", "/opt/py env/python") == (
         "'/opt/py env/python' -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 4 -m grades.train")
     acc = gw.load({**copy.deepcopy(PAPER), "launcher": {"name": "accelerate", "args": "--main_process_port 0"}})
-    assert gw.train_launcher(acc, "llama-3.1-8b", "py") == (
+    assert gw.train_launcher(acc, "mistral-7b", "py") == (
         "py -m accelerate.commands.launch --num_processes 2 --num_machines 1 --main_process_port 0 --module grades.train")
 
 
 def test_eval_arguments_per_backend(cfg):
     assert gw.eval_args(cfg, "qwen3-14b") == (
         "--backend vllm --batch-size 32 --dtype bfloat16 --num-fewshot 0 --seed 0 "
-        "--tensor-parallel-size 1 --gpu-memory-utilization 0.85 --max-model-len 2048")
+        "--tensor-parallel-size 4 --gpu-memory-utilization 0.85 --max-model-len 2048")
     hf = gw.load({**copy.deepcopy(PAPER), "eval": {**PAPER["eval"], "backend": "hf", "lora": "merged"}})
     assert gw.eval_args(hf, "qwen3-14b") == (
         "--backend hf --batch-size 32 --dtype bfloat16 --num-fewshot 0 --seed 0 --merge-adapter --device cuda")
@@ -201,3 +204,67 @@ def test_other_profiles_unchanged():
             assert gw.train_launcher(c, m, "py") == "py -m grades.train"
             assert gw.job_resources(c, m, "train")["gpu"] == 0
             assert "--backend hf" in gw.eval_args(c, m) and "--device cpu" in gw.eval_args(c, m)
+
+
+def test_training_precision_and_grades_state_for_the_cluster(cfg):
+    for run in gw.runs(cfg):
+        rc = gw.run_config(cfg, run, "m", "d")
+        assert rc["precision"] == "bf16-mixed" and "autocast" not in rc  # fp32 masters, bfloat16 compute
+        m = rc["method"]
+        if run.setting == "FP+GradES":  # the weight snapshot sampled, not a full fp32 copy of every matrix
+            assert m["signal"] == "weight_delta_l1" and m["sample_fraction"] == 0.01
+    fp = gw.run_config(cfg, gw.PlannedRun("qwen3-14b", "FP", 0), "m", "d")
+    assert fp["gradient_checkpointing"] is True
+
+
+@pytest.mark.slow  # the memory plan of every run (about 10 s)
+def test_every_paper_run_fits_its_gpus(cfg):
+    fits = gw.check_memory(cfg)  # raises when one does not
+    assert len(fits) == len(set(gw.runs(cfg) + gw.compare_runs(cfg))) and all(f.ok for f in fits)
+    by = {f.estimate.name: f.estimate for f in fits}
+    assert by["qwen3-14b/fp/seed0"].strategy == "fsdp" and by["qwen3-14b/fp/seed0"].gpus == 4
+    text, ok = gw.plan_text(cfg)
+    assert ok and "qwen3-14b/fp-grades/seed0" in text and "GPU: 80 GiB" in text
+
+
+@pytest.mark.slow  # the memory plan of every run (about 10 s)
+def test_the_memory_plan_refuses_14b_full_fine_tuning_on_one_gpu():
+    one = copy.deepcopy(PAPER)
+    one["models"]["qwen3-14b"]["gpus"] = 1
+    with pytest.raises(ConfigError, match=r"qwen3-14b/fp/seed0: .* on 1 GPU\(s\).*would fit with: 4 GPUs"):
+        gw.check_memory(gw.load(one))
+    text, ok = gw.plan_text(gw.load(one))
+    assert not ok and "qwen3-14b/fp/seed0" in text
+
+
+@pytest.mark.slow  # the memory plan of every run (about 10 s)
+def test_plan_and_check_commands(tmp_path, capsys):
+    from grades.workflow.__main__ import main
+
+    one = copy.deepcopy(PAPER)
+    one["models"]["qwen3-14b"]["gpus"] = 1
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(one))
+    assert main(["plan", str(path)]) == 1
+    out = capsys.readouterr()
+    assert "qwen3-14b/fp/seed0" in out.out and "would fit with: 4 GPUs" in out.out
+    assert main(["check", str(path)]) == 2 and "cannot fit" in capsys.readouterr().err
+    assert main(["plan", str(ROOT / "config" / "smoke.yaml")]) == 0
+    assert "nothing to plan" in capsys.readouterr().out
+
+
+def test_a_model_larger_than_a_node_spans_nodes():
+    big = copy.deepcopy(PAPER)
+    big["models"]["qwen3-14b"]["gpus"] = 8  # jobs.gpus_per_node: 4
+    c = gw.load(big)
+    res = gw.job_resources(c, "qwen3-14b", "train")
+    assert (res["gpu"], res["nodes"], res["tasks"], res["slurm_extra"]) == (0, 2, 2, "--gpus-per-node=4")
+    assert res["cpus"] == 32 and res["mem_mb"] == 32000 + 2500 * 14.8 * 4  # per node
+    cmd = gw.train_launcher(c, "qwen3-14b", "py")
+    assert cmd.startswith("srun --nodes 2 --ntasks-per-node 1 py -m torch.distributed.run --nnodes 2 "
+                          "--nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint ")
+    assert '$SLURM_JOB_NODELIST' in cmd and '--rdzv_id "$SLURM_JOB_ID"' in cmd and "--standalone" not in cmd
+    big["models"]["qwen3-14b"]["gpus"] = 6
+    with pytest.raises(ConfigError, match="use a multiple of 4"):
+        gw.train_launcher(gw.load(big), "qwen3-14b", "py")
+

@@ -52,7 +52,8 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     # the 14B models train on 4 GPUs through torchrun, with their resources
     cmds = [ln for ln in out.splitlines() if " -m grades.train " in ln]
     torchrun = [c for c in cmds if "torch.distributed.run" in c]
-    assert len(cmds) == 36 and len(torchrun) == 24  # 14B x2 (4 GPUs), 8B/7B x2 (2 GPUs); 0.6B and the VLMs plain
+    # 14B x2 and Llama 8B (4 GPUs), Mistral 7B (2 GPUs), Qwen2.5-VL-7B (4 GPUs, 4 settings); 0.6B and nanoVLM plain
+    assert len(cmds) == 36 and len(torchrun) == 28
     # the VLMs: scored by grades.vlm on vllm-vlm, on a GPU partition; a LoRA run hands over its adapter
     vlm_eval = next(b for b in out.split("\nrule ") if b.startswith("evaluate_vlm:")
                     and "wildcards: model=qwen2.5-vl-7b, setting=lora-grades, seed=0" in b)
@@ -66,7 +67,7 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     block = next(b for b in out.split("\nrule ") if b.startswith("train:")
                  and "wildcards: model=qwen3-14b, setting=fp, seed=0" in b)
     res = re.search(r"resources: (.*)", block)[1]
-    assert "gpu=4" in res and "mem_mb=180000" in res and "runtime=1068" in res
+    assert "gpu=4" in res and "nodes=1" in res and "mem_mb=180000" in res and "runtime=1068" in res
     assert "cpus_per_task=32" in res and "slurm_partition=gpu" in res
     assert "--backend vllm" in out and "--set threads=32" in out
     prep = next(b for b in out.split("\nrule ") if b.startswith("prepare_model:") and "model=qwen3-14b" in b)

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from grades.train import Checkpoints, load_run_config, run
+from grades.train.snapshot import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 40
@@ -32,16 +33,8 @@ GRADES = {"name": "grades", "alpha": 0.25, "tau": 0.35}  # freezes at steps 12..
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
-
-    d = tmp_path_factory.mktemp("resume")
-    model = prepare_model("tiny:qwen3", d / "model", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                          head_dim=16, intermediate_size=64, vocab_size=300, max_position=256)
-    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=64, n_validation=8, n_test=8, n_names=40,
-                           corpus_docs=10)
-    return d, model, data
+def tiny(tmp_path_factory, tiny_world):
+    return (tmp_path_factory.mktemp("resume"), *tiny_world)
 
 
 def config(tiny, **over) -> dict:
@@ -223,9 +216,12 @@ def test_checkpoint_holds_the_full_state(tiny):
             run(config(tiny), out, progress=False)
     finally:
         del os.environ["GRADES_TEST_FAIL_AT_STEP"]
-    path, st = Checkpoints(out / ".checkpoints").load_latest()
-    assert path.name == "step-00000030" and st["step"] == 30
+    path, meta = Checkpoints(out / ".checkpoints").latest_meta()
+    assert path.name == "step-00000030" and meta["step"] == 30 and meta["world_size"] == 1
+    assert (path / ".metadata").is_file() and (path / "rng-00000.pt").is_file()  # DCP's index, rank 0's RNG
+    st = read_checkpoint(path)
     assert {"model", "optimizer", "scheduler", "rng", "stream", "controller", "meter", "loop"} <= set(st)
+    assert st["model"] and all(torch.is_tensor(v) for v in st["model"].values())
     assert set(st["rng"]) >= {"python", "numpy", "torch"}
     frozen = st["controller"]["freezer"]["frozen"]
     events = st["controller"]["freezer"]["events"]
@@ -319,17 +315,24 @@ def test_callback_resume_without_its_state_warns(tmp_path):
 
 def test_checkpoint_folder_survives_a_kill_during_a_write(tmp_path, capsys):
     """A write killed midway leaves only a hidden temp folder; an unreadable one falls back to the previous."""
+    from grades.distributed import Dist
+    from grades.train.checkpoint import META
+
     c = Checkpoints(tmp_path / "ck", keep=2)
     for step in (10, 20, 30):
-        c.save(step, {"step": step, "w": torch.full((3,), float(step))})
+        c.save(step, Dist(), lambda folder, s=step: torch.save({"step": s, "w": torch.full((3,), float(s))},
+                                                                 folder / META))
     assert [s for s, _ in c.list()] == [20, 30], "the newest two are kept"
-    partial = tmp_path / "ck" / ".tmp-step-00000040-999"
+    partial = tmp_path / "ck" / ".tmp-step-00000040"
     partial.mkdir()
-    (partial / "state.pt").write_bytes(b"half a file")
+    (partial / META).write_bytes(b"half a file")
     assert [s for s, _ in c.list()] == [20, 30]
     c.clean_partial()
     assert not partial.exists()
-    (tmp_path / "ck" / "step-00000030" / "state.pt").write_bytes(b"garbage")
-    path, state = c.load_latest()
-    assert path.name == "step-00000020" and state["step"] == 20 and state["w"][0] == 20
+    (tmp_path / "ck" / "step-00000030" / META).write_bytes(b"garbage")
+    path, meta = c.latest_meta()
+    assert path.name == "step-00000020" and meta["step"] == 20 and meta["w"][0] == 20
     assert "step-00000030 is unreadable" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="disk full"):  # a failed write leaves no folder behind
+        c.save(40, Dist(), lambda folder: (_ for _ in ()).throw(RuntimeError("disk full")))
+    assert [s for s, _ in c.list()] == [20, 30] and not list((tmp_path / "ck").glob(".tmp-*"))

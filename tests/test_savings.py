@@ -14,7 +14,7 @@ from grades.flops import step_flops
 from grades.freezer import Freezer
 from grades.methods import build_method
 from grades.savings import Savings, SavingsConfig, prune_param_groups
-from conftest import add_lora, batch, build_tiny
+from conftest import add_lora, batch, build_tiny, prepare_tiny
 
 LAYERS = 3
 
@@ -221,15 +221,7 @@ def test_run_schema_accepts_savings_and_omits_them_by_default():
 # ------------------------------------------------------------ training loop
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from grades.data import prepare_dataset
-    from grades.models import prepare_model
-
-    d = tmp_path_factory.mktemp("savings")
-    model = prepare_model("tiny:qwen3", d / "model", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                          head_dim=16, intermediate_size=64, vocab_size=300, max_position=256)
-    data = prepare_dataset("synthetic:world-mc", d / "data", n_train=32, n_validation=8, n_test=8, n_names=40,
-                           corpus_docs=10)
-    return d, model, data
+    return prepare_tiny(tmp_path_factory.mktemp("savings"), data={"n_train": 32})
 
 
 def _run_cfg(tiny_run, **over):
@@ -243,7 +235,7 @@ def _run_cfg(tiny_run, **over):
 
 
 def test_training_loop_with_all_savings_matches_the_plain_freeze_and_resumes(tiny_run, monkeypatch):
-    from grades.train import RunFailed, run
+    from grades.train import run
 
     d = tiny_run[0]
     all_on = {"truncate_backward": True, "merge_lora_on_freeze": True, "prune_optimizer": True}

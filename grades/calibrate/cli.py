@@ -44,7 +44,7 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
+from ..yamlfile import read_yaml
 
 from ..config import ConfigError, GradESConfig
 from ..overrides import apply_overrides
@@ -115,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..train import load_run_config
 
         if args.config:
-            p = Path(args.config)
-            raw = yaml.safe_load(p.read_text()) if p.exists() else None
-            if raw is None:
-                raise CalibrationError(f"--config: run config file not found or empty: {p}")
+            raw = read_yaml(args.config, "--config: run config file")
         else:
             raw, model, setting = workflow_run_config(args.workflow_config, args.model, args.setting, args.cache)
         cfg = load_run_config(apply_overrides(raw, args.set))

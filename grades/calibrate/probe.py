@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
-
 from ..config import ConfigError, closest
 from ..methods.base import Decision
 from ..methods.grades import GradES
@@ -106,9 +104,7 @@ def workflow_run_config(path: str | Path, model: str | None, setting: str | None
     from .. import workflow as gw
 
     p = Path(path)
-    if not p.exists():
-        raise CalibrationError(f"--workflow-config: file not found: {p}")
-    W = gw.load(yaml.safe_load(p.read_text()) or {})
+    W = gw.load(gw.read_config(p))
     models = list(W["models"])
     if model is None:
         if len(models) != 1:

@@ -13,7 +13,9 @@ Source specs:
 ``synthetic:shapes``             pictures of coloured shapes + questions (:mod:`grades.data.shapes`)
 ``siqa-wheel:evals==3.0.1.post1``  Social IQa from a PyPI wheel (:mod:`grades.data.siqa`)
 ``hf-dataset:ORG/NAME``          a Hub dataset (commonsense-170k, or multiple choice) (:mod:`grades.data.hub`)
-``jsonl:DIR`` or ``DIR``         an already prepared directory, used as is
+``jsonl:DIR`` or ``DIR``         an already prepared directory: used as is by a run; prepared
+                                 (``--out``) it is copied after every line of its splits is
+                                 checked (:func:`copy_jsonl`)
 ===============================  ==========================================================
 
 Training formats every multiple-choice item exactly like the lm-eval task that scores it
@@ -29,7 +31,10 @@ CLI: ``python -m grades.data prepare --spec SPEC --out DIR [--options JSON]``.
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +81,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
         if not arg:
             raise ConfigError(f"data.source = {spec!r}: nothing after '{kind}:'")
         return kind, arg
-    if Path(spec).expanduser().is_dir():
+    if os.path.isdir(os.path.expanduser(spec)):  # False, not an error, for a name too long
         return "jsonl", spec
     raise ConfigError(f"data.source = {spec!r}: unknown source kind '{kind if sep else spec}'"
                       f"{closest(kind, [*SOURCES.names(), 'jsonl'])}; use synthetic:world-mc, "
@@ -89,10 +94,23 @@ def resolve_local_data(spec: str) -> Path | None:
     if kind != "jsonl":
         return None
     d = Path(arg).expanduser()
-    if not d.is_dir():
+    if not os.path.isdir(d):
         raise DataError(f"data.source = {spec!r}: directory {d} does not exist; prepare it first "
                         f"(python -m grades.data prepare --spec ... --out {d})")
     return d
+
+
+def check_jsonl_dir(d: Path, where: str) -> None:
+    """A directory holding ``train.jsonl``, ``validation.jsonl`` and ``test.jsonl`` (files; their lines
+    are read by :func:`load_split`)."""
+    if not os.path.isdir(d):
+        what = "is a file, not a directory" if os.path.exists(d) else "does not exist"
+        raise DataError(f"{where}: {d} {what}; a jsonl: dataset is a directory with "
+                        f"{', '.join(s + '.jsonl' for s in SPLITS)}")
+    missing = [f"{s}.jsonl" for s in SPLITS if not (d / f"{s}.jsonl").is_file()]
+    if missing:
+        raise DataError(f"{where}: {d} has no {', '.join(missing)}; a jsonl: dataset needs "
+                        f"{', '.join(s + '.jsonl' for s in SPLITS)} (one JSON object per line)")
 
 
 def source_module(kind: str, arg: str = ""):
@@ -113,6 +131,8 @@ def check_options(where: str, options: dict, defaults: dict) -> dict:
         if d is not None and not isinstance(d, bool) and isinstance(d, (int, float)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(d, int) and not isinstance(v, int)):
                 raise ConfigError(f"{where}.options.{k} = {v!r}: expected {type(d).__name__}")
+            if not math.isfinite(v):
+                raise ConfigError(f"{where}.options.{k} = {v!r}: not a finite number")
             if v < 0:
                 raise ConfigError(f"{where}.options.{k} = {v!r}: must be >= 0")
         elif isinstance(d, str) and not isinstance(v, str):
@@ -141,13 +161,17 @@ def prepare_dataset(spec: str, out_dir: str | Path | None = None, **options: Any
     it is complete."""
     kind, arg = parse_spec(spec)
     if kind == "jsonl":
-        return resolve_local_data(spec)  # type: ignore[return-value]
+        if options:
+            raise ConfigError(f"data.options: a jsonl: dataset is used as it is and takes no options; "
+                              f"remove {sorted(options)}")
+        src = resolve_local_data(spec)
+        return src if out_dir is None else copy_jsonl(spec, src, Path(out_dir))  # type: ignore[arg-type]
     mod = source_module(kind, arg)
     opts = check_options("data", options, mod.DEFAULTS)
     out = Path(out_dir) if out_dir is not None else default_dir(spec, opts)
     if out_dir is None and (out / "meta.json").exists():
         return out
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned_by="meta.json") as tmp:
         splits, meta, extra = mod.build(arg, opts, tmp)
         for name in SPLITS:
             rows = splits[name]
@@ -163,6 +187,33 @@ def prepare_dataset(spec: str, out_dir: str | Path | None = None, **options: Any
     return out
 
 
+def copy_jsonl(spec: str, src: Path, out: Path) -> Path:
+    """A ``jsonl:`` dataset copied into ``out`` (atomically) after every line of its three splits
+    is checked (:func:`load_split`: errors at FILE:LINE); meta.json gets the counts."""
+    check_jsonl_dir(src, f"data.source = {spec!r}")
+    if src.resolve() == out.resolve() or src.resolve() in out.resolve().parents \
+            or out.resolve() in src.resolve().parents:
+        raise ConfigError(f"--out {out}: the copy of {src} cannot be the directory itself, inside it, or around it")
+    splits = {name: load_split(src, name) for name in SPLITS}
+    meta = read_meta(src)
+    with atomic_dir(out, owned_by="meta.json") as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)  # images/ and any other file come along
+        meta = {**meta, "source": spec, "prepared_from": str(src.resolve()),
+                "counts": {n: len(splits[n]) for n in SPLITS},
+                "n_choices": sorted({len(r["choices"]) for n in SPLITS for r in splits[n] if "choices" in r})}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def read_meta(d: Path) -> dict:
+    """The meta.json of a dataset directory ({} when absent or unreadable)."""
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w") as f:
         for r in rows:
@@ -176,9 +227,16 @@ def load_split(data_dir: str | Path, split: str) -> list[dict]:
         have = sorted(p.stem for p in Path(data_dir).glob("*.jsonl"))
         raise DataError(f"split '{split}' not found: {path} does not exist{closest(split, have)}; "
                         f"splits present: {have}")
+    if not path.is_file():
+        raise DataError(f"split '{split}': {path} is not a file")
     rows = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8 "
+                                f"text; save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

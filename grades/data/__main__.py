@@ -8,6 +8,7 @@ import sys
 
 from ..config import ConfigError
 from ..fetch import FetchError
+from ..io import TargetRefused
 from ..overrides import parse_options
 from . import DataError, prepare_dataset
 
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         out = prepare_dataset(args.spec, args.out, **parse_options(args.options, args.set))
-    except (ConfigError, DataError, FetchError) as e:
+    except (ConfigError, DataError, FetchError, TargetRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     meta = json.loads((out / "meta.json").read_text())

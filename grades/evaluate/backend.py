@@ -72,8 +72,10 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
                        apply_chat_template: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``lm_eval.simple_evaluate`` (pure; vLLM reads adapter_config.json).
 
-    * ``hf``: ``model_args = {pretrained, dtype[, tokenizer][, peft]}``; device and batch size go
-      through simple_evaluate (which forwards them to HFLM).
+    * ``hf``: ``model_args = {pretrained, dtype[, tokenizer][, peft][, parallelize]}``; device and
+      batch size go through simple_evaluate (which forwards them to HFLM). With
+      ``tensor_parallel_size`` > 1 (the GPUs of the job) a model too large for one GPU is
+      spread over them, layer by layer (``parallelize=True``: accelerate's ``device_map``).
     * ``vllm``: ``model_args = {pretrained, dtype, tensor_parallel_size,
       gpu_memory_utilization, seed[, tokenizer][, max_model_len][, enable_lora, max_lora_rank,
       lora_local_path]}``; ``device`` is None (lm-eval's VLLM ignores it with a warning;
@@ -97,6 +99,8 @@ def build_lm_eval_args(*, model: str | os.PathLike, tasks: Sequence[str],
             model_args["tokenizer"] = str(tokenizer)
         if adapter is not None:
             model_args["peft"] = str(adapter)
+        if int(tensor_parallel_size) > 1:  # the job's GPUs: the model's layers spread over them
+            model_args["parallelize"] = True
     else:
         model_args = {"pretrained": pretrained, "dtype": dtype,
                       "tensor_parallel_size": int(tensor_parallel_size),

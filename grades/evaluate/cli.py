@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from .backend import BACKENDS
 from .errors import EvalConfigError
+from .lora_check import CHECK_DOCS
 from .run import evaluate
 from .tasks import STANDARD_TASKS
 
@@ -47,11 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples-out", help="per-doc JSONL with choice loglikelihoods")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm only")
-    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm only")
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="GPUs one evaluation uses: vLLM's tensor parallelism; hf spreads the model's layers "
+                        "over them (parallelize)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm only")
     p.add_argument("--merge-adapter", action="store_true",
                    help="merge --adapter into --model first and evaluate the merged model")
     p.add_argument("--merge-dir", help="where the temporary merged model goes (default $GRADES_MERGE_DIR or /tmp)")
+    p.add_argument("--lora-check", type=int, default=CHECK_DOCS, metavar="N",
+                   help="vllm with --adapter: score the first N documents of each task on hf too and "
+                        "merge the adapter if vLLM's log-likelihoods disagree (0: no check; "
+                        f"default {CHECK_DOCS})")
+    p.add_argument("--lora-check-tol", type=float, default=None, metavar="NATS",
+                   help="largest per-choice |hf - vllm| log-likelihood that agrees (default by dtype: "
+                        "float32 0.05, half precision 0.5)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for the run (default: torch's; set it on shared CPUs)")
     p.add_argument("-v", "--verbose", action="store_true", help="lm-eval INFO logging")
@@ -70,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples_out=args.samples_out, gpu_memory_utilization=args.gpu_memory_utilization,
             tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
             threads=args.threads, tokenizer=args.tokenizer, quiet=not args.verbose,
-            merge=args.merge_adapter, merge_dir=args.merge_dir)
+            merge=args.merge_adapter, merge_dir=args.merge_dir, lora_check=args.lora_check,
+            lora_check_tol=args.lora_check_tol)
     except EvalConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,11 +28,9 @@ from .tasks import local_tasks, parse_tasks
 def workflow_tasks(config: str | Path, model: str | None, cache: str | Path | None = None) -> tuple[list[str], dict]:
     """(tasks, {local task: prepared data dir}) of ``model`` in a workflow config (its dataset's
     ``eval_tasks`` + ``lm_eval_tasks``; data under ``cache`` or ``cache/<profile>``)."""
-    import yaml
-
     from .. import workflow as gw
 
-    cfg = gw.load(yaml.safe_load(Path(config).read_text()))
+    cfg = gw.load(gw.read_config(config))  # the strict reader: duplicate keys refused, errors at FILE:LINE
     models = gw.enabled_models(cfg)
     if model is None:
         if len(models) != 1:

@@ -22,6 +22,7 @@ from .data import check_data_dir, parse_data
 from .environment import quiet_libraries, set_offline
 from .errors import EvalConfigError, MissingInputError
 from .lm_eval_call import run_lm_eval
+from .lora_check import CHECK_DOCS, evaluate_checked
 from .samples import sample_records
 from .summary import eval_document, task_summaries
 from .tasks import STANDARD_TASKS, local_tasks, parse_tasks, shipped_tasks, split_tasks
@@ -38,7 +39,8 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
              tensor_parallel_size: int = 1, max_model_len: int | None = None,
              threads: int | None = None, tokenizer: str | os.PathLike | None = None,
              quiet: bool = True, merge: bool = False,
-             merge_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+             merge_dir: str | os.PathLike | None = None, lora_check: int = CHECK_DOCS,
+             lora_check_tol: float | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (+ optional PEFT ``adapter``) and return (and write) the summary.
 
     ``out`` receives eval.json (:mod:`grades.evaluate.summary` describes it), ``samples_out``
@@ -47,6 +49,11 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
     ``merge``: merge the adapter into the model first (:func:`merge_adapter`, into a
     temporary directory under ``merge_dir`` or ``$GRADES_MERGE_DIR``, removed afterwards)
     and evaluate the merged model; eval.json records ``lora: "merged"``.
+
+    ``lora_check``: on ``vllm`` with an adapter (not merged), score the first ``lora_check``
+    documents of each task on ``hf`` too and merge the adapter if vLLM's log-likelihoods
+    differ by more than ``lora_check_tol`` nats (default by dtype), or vLLM fails with it
+    (:mod:`grades.evaluate.lora_check`); eval.json records ``lora_check``. 0: no check.
 
     ``threads`` sets torch's intra-op threads for the run (restored afterwards); on a
     shared CPU, oversubscription is ruinous (2 threads on a busy 2-core box: ~10x slower).
@@ -78,22 +85,31 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
     import lm_eval  # noqa: F401 - a broken lm-eval install fails here, before any merge
 
     lora_mode = None if adapter_dir is None else ("merged" if merge else "adapter")
-    eval_model, eval_adapter = model_dir, adapter_dir
+    checked = backend == "vllm" and adapter_dir is not None and not merge and lora_check > 0
+    check = None
+    tok_arg = tok_dir if tokenizer is not None else None
     with contextlib.ExitStack() as stack:
-        if merge and adapter_dir is not None:
+        def merged() -> Path:
             mdir = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix="grades_merged_", dir=merge_dir or os.environ.get("GRADES_MERGE_DIR"))))
             log.info("merging %s into %s", adapter_dir, model_dir)
-            eval_model, eval_adapter = merge_adapter(model_dir, adapter_dir, mdir / "model", dtype), None
-        res, lm_time = run_lm_eval(eval_model, eval_adapter, names, std, data_dirs, opts,
-                                   tokenizer=tok_dir if tokenizer is not None else None, shipped=shipped)
+            return merge_adapter(model_dir, adapter_dir, mdir / "model", dtype)
+
+        if checked:
+            res, lm_time, lora_mode, check = evaluate_checked(
+                model_dir, adapter_dir, names, std, data_dirs, opts, merged=merged, docs=lora_check,
+                tolerance=lora_check_tol, tokenizer=tok_arg, shipped=shipped)
+        else:
+            eval_model, eval_adapter = (merged(), None) if merge and adapter_dir is not None else (model_dir, adapter_dir)
+            res, lm_time = run_lm_eval(eval_model, eval_adapter, names, std, data_dirs, opts, tokenizer=tok_arg,
+                                       shipped=shipped)
     if res is None:  # non-zero rank in a distributed run
         return {}
 
     per_task = task_summaries(res, names, data_dirs, data_stats, opts.limit)
     summary = eval_document(res, per_task, opts, model_dir=model_dir, adapter_dir=adapter_dir,
                             tokenizer_dir=tok_dir, tokenizer_given=tokenizer is not None, lora=lora_mode,
-                            lm_time=lm_time, t_start=t_start)
+                            lm_time=lm_time, t_start=t_start, lora_check=check)
     for name, t in per_task.items():
         log.info("%s: %s=%s ± %s (n=%d, %s)", name, t["metric"], _fmt(t["score"]), _fmt(t["score_stderr"]), t["n"],
                  t["protocol"])

@@ -12,9 +12,14 @@ and the versions and options that produced them.
                       "n", "n_total", "version", "num_fewshot",
                       "n_choices", "n_choices_range", "chance_acc", "data"}},
      "backend", "model", "adapter", "lora", "tokenizer", "batch_size", "dtype", "device",
-     "limit", "num_fewshot", "seed", "task_versions", ["vllm",] "lm_eval_version",
+     "limit", "num_fewshot", "seed", "task_versions", ["vllm",] ["lora_check",] "lm_eval_version",
      "transformers_version", "peft_version", "torch_version", "model_num_parameters",
      "eval_tokens", "eval_flops", "threads", "lm_eval_time_s", "wall_time_s"}
+
+``lora_check`` (vllm with an adapter, :mod:`grades.evaluate.lora_check`): ``{"status": agree |
+disagree | error | unchecked, "action": none | merged, "reference": "hf", "docs", "requests",
+"max_abs_diff", "mean_abs_diff", "tolerance", "reference_time_s"[, "error"][, "reason"]
+[, "discarded_lm_eval_time_s"]}``; after ``action: merged``, ``lora`` is ``"merged"``.
 
 ``acc_stderr`` is lm-eval's closed form for a mean of 0/1 scores: the sample standard
 deviation (ddof=1) over sqrt(n), i.e. ``sqrt(acc*(1-acc)/(n-1))``; it is ``null`` when
@@ -138,9 +143,11 @@ def count_tokens(tokenizer_dir: Path, samples: Mapping[str, list]) -> int | None
 
 def eval_document(res: Mapping[str, Any], per_task: Mapping[str, Any], opts: EvalOptions, *,
                   model_dir: Path, adapter_dir: Path | None, tokenizer_dir: Path, tokenizer_given: bool,
-                  lora: str | None, lm_time: float, t_start: float) -> dict[str, Any]:
+                  lora: str | None, lm_time: float, t_start: float,
+                  lora_check: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The eval.json document: ``per_task`` (:func:`task_summaries`) with the run's inputs,
-    options, package versions, token / FLOP estimates and timings (wall time since ``t_start``)."""
+    options, package versions, token / FLOP estimates and timings (wall time since ``t_start``);
+    ``lora_check``: the outcome of :func:`grades.evaluate.lora_check.evaluate_checked`."""
     cfg = res.get("config", {})
     n_params = cfg.get("model_num_parameters")
     n_params = int(n_params) if isinstance(n_params, (int, float)) and n_params > 0 else None
@@ -161,6 +168,7 @@ def eval_document(res: Mapping[str, Any], per_task: Mapping[str, Any], opts: Eva
         "seed": opts.seed,
         "task_versions": {n: t["version"] for n, t in per_task.items()},
         **({"vllm": opts.vllm} if opts.backend == "vllm" else {}),
+        **({"lora_check": dict(lora_check)} if lora_check is not None else {}),
         "lm_eval_version": res.get("lm_eval_version") or package_version("lm_eval"),
         "transformers_version": res.get("transformers_version") or package_version("transformers"),
         "peft_version": package_version("peft"),

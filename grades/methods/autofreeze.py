@@ -37,6 +37,7 @@ import math
 import torch
 
 from ..config import closest
+from ..shards import local, mesh_of, sum_over_ranks
 from .base import Decision, MethodContext, StoppingMethod
 from .bottomk import bad_param, is_number, layer_units
 
@@ -45,6 +46,7 @@ MODES = ("percentile", "value")
 
 class AutoFreeze(StoppingMethod):
     name = "autofreeze"
+    rank_consistent = True  # its norms are summed over ranks: every rank decides the same
 
     def __init__(self, eval_every: int = 50, threshold: float = 50.0, threshold_mode: str = "percentile",
                  max_frozen_ratio: float = 0.75, alpha: float = 0.0, accumulate: bool = False,
@@ -86,6 +88,7 @@ class AutoFreeze(StoppingMethod):
         self.params = [p for c in ctx.components for p in c.params]
         self.owner = [i for i, c in enumerate(ctx.components) for _ in c.params]
         self.grace = max(1, math.ceil(self.alpha * ctx.planned_steps))
+        self.mesh = mesh_of(self.params)  # sharded parameters: norms summed over ranks
 
     # --------------------------------------------------------------- measure
     @torch.no_grad()
@@ -95,11 +98,12 @@ class AutoFreeze(StoppingMethod):
         sel = [j for j, p in enumerate(self.params) if not frozen[self.owner[j]] and p.grad is not None]
         if not sel:
             return None
-        grads = [self.params[j].grad for j in sel]
+        grads = [local(self.params[j].grad) for j in sel]  # this rank's shards when sharded
         dev = grads[0].device
         sq = torch.stack(torch._foreach_norm(grads, 2)).to(torch.float64).square()
         owner = torch.tensor([self.owner[j] for j in sel], dtype=torch.long, device=dev)
-        comp = torch.zeros(len(self.ctx.components), dtype=torch.float64, device=dev).index_add_(0, owner, sq).sqrt()
+        comp = torch.zeros(len(self.ctx.components), dtype=torch.float64, device=dev).index_add_(0, owner, sq)
+        comp = sum_over_ranks(comp, self.mesh).sqrt()  # whole matrices: one collective when sharded
         unit = torch.tensor(self.unit_of, dtype=torch.long, device=dev)
         return torch.zeros(len(self.units), dtype=torch.float64, device=dev).index_add_(0, unit, comp)
 

@@ -50,6 +50,12 @@ class StoppingMethod:
     name = "none"
     needs_validation = False  # True: the loop must call on_validation every eval_every steps
     eval_every: int | None = None
+    #: True when every rank of a multi-process run computes the same decision by itself (its
+    #: inputs are summed over ranks, e.g. GradES's signals), so the Controller applies it as
+    #: is; otherwise rank 0's decision is broadcast to every rank (grades.distributed.agree)
+    rank_consistent = False
+    #: False for methods that cannot read sharded (FSDP) parameters: a sharded run refuses them
+    supports_sharding = True
 
     def __init__(self, **params: Any) -> None:
         if params:

@@ -28,6 +28,7 @@ from .base import Decision, MethodContext, StoppingMethod
 
 class GradES(StoppingMethod):
     name = "grades"
+    rank_consistent = True  # signals are summed over ranks (grades.signals): every rank decides the same
     default_signal: str | None = None  # subclasses (registry aliases) change the default signal
 
     def __init__(self, config: GradESConfig | None = None, **params) -> None:

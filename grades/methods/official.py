@@ -121,6 +121,7 @@ def load_official(target: Path | None = None) -> ModuleType:
 
 class OfficialGradES(StoppingMethod):
     name = "grades-official"
+    supports_sharding = False  # the released code reads whole gradients and weights
 
     def __init__(self, tau: float = 1e-4, alpha: float = 0.3, max_frozen_ratio: float = 1.0,
                  compute_interval: int = 1, target_components: list[str] | None = None,

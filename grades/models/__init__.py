@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from ..config import ConfigError, closest
 from ..io import atomic_dir
 from ..registry import Registry
-from .source import ModelSource, check_typed_options
+from .source import ModelSource, check_typed_options, link_tree
 
 
 SOURCES = Registry("model source kind", "model.source", {
@@ -57,7 +58,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
             if check is not None:
                 check(arg, spec)
         return kind, arg
-    if Path(spec).expanduser().is_dir():
+    if os.path.isdir(os.path.expanduser(spec)):  # False, not an error, for a name too long
         return "local", spec
     if not sep and "/" in spec and not spec.startswith((".", "/")):
         return "hf", spec  # ORG/NAME: a Hub id
@@ -82,7 +83,7 @@ def resolve_local(spec: str) -> Path | None:
     if kind != "local":
         return None
     d = Path(arg).expanduser()
-    if not (d / "config.json").exists():
+    if not os.path.exists(d / "config.json"):
         raise ConfigError(f"model.source = {spec!r}: {d} is not a checkpoint directory (no config.json); "
                           f"prepare it first with python -m grades.models prepare --spec ... --out {d}")
     return d
@@ -107,18 +108,27 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
     """Prepare the checkpoint named by ``spec`` and return its directory.
 
     With ``out_dir=None`` a cache folder keyed by spec and options is used (and reused
-    when complete); an ``hf:`` id is then returned as is, for ``from_pretrained``."""
+    when complete); an ``hf:`` id is then returned as is, for ``from_pretrained``, and a
+    ``local:`` directory too. A ``local:`` directory prepared into ``out_dir`` (the
+    workflow's cache) becomes links to its files, so nothing large is copied."""
     kind, arg = parse_spec(spec)
-    if kind == "local":
+    if kind == "local" and out_dir is None:
         return resolve_local(spec)  # type: ignore[return-value]
     opts = check_options(kind, options)
+    if kind == "local":
+        src = resolve_local(spec)
+        with atomic_dir(Path(out_dir), owned_by="grades_model.json") as tmp:
+            info = {"source": spec, "options": opts, "linked_from": str(src.resolve()),
+                    "linked_files": link_tree(src, tmp), "prepare_time_s": 0.0}
+            (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
+        return Path(out_dir)
     if kind == "hf" and out_dir is None:
         return arg
     out = Path(out_dir) if out_dir is not None else default_dir(spec, opts)
     if out_dir is None and (out / "grades_model.json").exists():
         return out
     t0 = time.perf_counter()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned_by="grades_model.json") as tmp:
         info = source(kind).build(arg, opts, tmp)
         info = {"source": spec, "options": opts, **info, "prepare_time_s": round(time.perf_counter() - t0, 2)}
         (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -128,7 +138,7 @@ def prepare_model(spec: str, out_dir: str | Path | None = None, **options: Any) 
 def is_vlm_dir(path: str | Path) -> bool:
     """True if the checkpoint's config.json describes a vision-language model."""
     p = Path(path) / "config.json"
-    if not p.exists():
+    if not os.path.exists(p):
         return False
     try:
         cfg = json.loads(p.read_text())
@@ -161,6 +171,7 @@ def apply_lora(model, lora: dict):
     from peft import LoraConfig, get_peft_model
 
     modules = [t for t in lora["targets"] if t != EXPERTS_TARGET]
+    check_lora_targets(model, modules, EXPERTS_TARGET in lora["targets"])
     extra = {}
     if EXPERTS_TARGET in lora["targets"]:
         from ..components import expert_lora_targets
@@ -176,3 +187,24 @@ def apply_lora(model, lora: dict):
                      target_modules=modules or None, task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, cfg, adapter_name=lora["adapter_name"])
 
+
+
+def check_lora_targets(model, targets: list[str], experts: bool = False) -> None:
+    """LoRA target names (peft ``target_modules``: a module's name or its last parts) that match
+    no module of ``model`` are refused, naming the field and the model's linear layers; when
+    only some match (the default list on a model with fused projections) a note names the others."""
+    import torch
+
+    names = [n for n, _ in model.named_modules() if n]
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not unmatched:
+        return
+    if len(unmatched) == len(targets) and not experts:
+        these = "this name" if len(targets) == 1 else "these names"
+        raise ConfigError(f"lora.targets = {targets}: no module of the model has {these}"
+                          f"{closest(unmatched[0], linear)}; its linear layers are named {linear}")
+    import sys
+
+    print(f"note: lora.targets {unmatched} match no module of the model and get no adapter; its linear layers "
+          f"are named {linear}", file=sys.stderr)

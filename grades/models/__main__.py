@@ -9,8 +9,9 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..fetch import FetchError
+from ..io import TargetRefused
 from ..overrides import parse_options
-from . import parse_spec, prepare_model
+from . import prepare_model
 
 
 def main(argv=None) -> int:
@@ -29,15 +30,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         opts = parse_options(args.options, args.set)
-        if parse_spec(args.spec)[0] == "local":
-            raise ConfigError(f"--spec {args.spec!r} is already a local checkpoint; nothing to prepare")
-        out = prepare_model(args.spec, args.out, **opts)
-    except (ConfigError, FetchError) as e:
+        out = prepare_model(args.spec, args.out, **opts)  # local:DIR -> links to its files
+    except (ConfigError, FetchError, TargetRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = json.loads((Path(out) / "grades_model.json").read_text())
-    print(f"prepared {args.spec} -> {out}: {info.get('params', 0) / 1e6:.2f}M parameters "
-          f"in {info['prepare_time_s']} s")
+    if "linked_files" in info:
+        print(f"prepared {args.spec} -> {out}: {info['linked_files']} files linked")
+    else:
+        print(f"prepared {args.spec} -> {out}: {info.get('params', 0) / 1e6:.2f}M parameters "
+              f"in {info['prepare_time_s']} s")
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fetch import FetchError
-from .source import ModelSource, check_typed_options
+from .source import ModelSource, check_typed_options, link_tree
 
 DEFAULTS: dict[str, Any] = {"revision": "", "dtype": "auto", "link": False}
 
@@ -29,14 +29,7 @@ def _link_hf(model_id: str, o: dict, out: Path) -> dict:
                          f"--workflow-config CONFIG") from e
     if not (snap / "config.json").exists():
         raise FetchError(f"model.source = 'hf:{model_id}': the cached snapshot {snap} has no config.json")
-    n = 0
-    for f in sorted(snap.rglob("*")):
-        if f.is_file():
-            dst = out / f.relative_to(snap)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(f.resolve())
-            n += 1
-    info: dict[str, Any] = {"hub_id": model_id, "snapshot": str(snap), "linked_files": n}
+    info: dict[str, Any] = {"hub_id": model_id, "snapshot": str(snap), "linked_files": link_tree(snap, out)}
     if o["revision"]:
         info["revision"] = o["revision"]
     return info

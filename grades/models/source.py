@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,22 @@ def check_typed_options(kind: str, options: dict, defaults: dict) -> dict:
               isinstance(v, type(d)))
         if not ok:
             raise ConfigError(f"model.options.{k} = {v!r}: expected {type(d).__name__}")
+        if isinstance(d, (int, float)) and not isinstance(d, bool) and not math.isfinite(v):
+            raise ConfigError(f"model.options.{k} = {v!r}: not a finite number")
         if isinstance(d, (int, float)) and not isinstance(d, bool) and v < 0:
             raise ConfigError(f"model.options.{k} = {v!r}: must be >= 0")
         out[k] = v
     return out
+
+
+def link_tree(src: Path, out: Path) -> int:
+    """Symlink every file under ``src`` into ``out`` (same relative paths); returns how many.
+    A prepared checkpoint that costs no copy: a Hub snapshot, or a ``local:`` directory."""
+    n = 0
+    for f in sorted(Path(src).rglob("*")):
+        if f.is_file() and f.name != "grades_model.json":
+            dst = out / f.relative_to(src)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(f.resolve())
+            n += 1
+    return n

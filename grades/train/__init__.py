@@ -6,10 +6,13 @@ The package's rooms, each with one job:
     config       the run config: load and validate, hash, seed
     inputs       model and data resolved; examples tokenized into batches; validation loss
     setup        the process (threads, device, seed) and the parts a run trains with
+    precision    the dtypes of weights, optimizer state, compute and gradient sums (fp32, bf16-mixed, bf16-pure)
+    parallel     the model spread over the processes: FSDP2 per transformer block, or not at all
     state        those parts (:class:`Training`) and the loop's counters (:class:`LoopState`)
     loop         the training steps: accumulation, the non-finite check, validation, checkpoints
     progress     a progress bar, or a log line every 5% of the steps
-    checkpoint   the checkpoint folder, what a checkpoint holds, resuming from one
+    checkpoint   the checkpoint folder, written by every rank at once; the one a run resumes from
+    snapshot     what a checkpoint holds (sharded tensors through torch.distributed.checkpoint) and restoring it
     faults       fault-injection hooks for the tests (no-ops in normal use)
     record       what train.json says: setup, result, versions, git commit, peak memory
     errors       :class:`RunFailed`

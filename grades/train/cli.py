@@ -1,7 +1,11 @@
 """The command line of one training run: ``python -m grades.train --config RUN.yaml --out RUN_DIR``.
 
 Exit codes: 0 success (a one-line JSON summary on stdout), 1 the run failed (the reason on
-stderr, train_failed.json in RUN_DIR), 2 the run config was refused before anything ran.
+stderr, train_failed.json in RUN_DIR), 2 bad input, refused before any training step with
+one line on stderr and no traceback: the run config (the file, a field, an override), the
+run directory (a file, not writable, held by another run: :mod:`grades.rundir`), or what
+setup finds wrong with the data (FILE:LINE) or the model (a LoRA target that matches
+nothing); those found during setup also leave train_failed.json.
 """
 
 from __future__ import annotations
@@ -11,13 +15,11 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
-
-import yaml
 
 from ..config import ConfigError
 from ..data import DataError
 from ..overrides import apply_overrides
+from ..yamlfile import read_yaml
 from .config import load_run_config
 from .errors import RunFailed
 from .runner import run
@@ -46,17 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        raw = yaml.safe_load(Path(args.config).read_text()) if Path(args.config).exists() else None
-        if raw is None:
-            raise ConfigError(f"run config file not found or empty: {args.config}")
-        cfg = load_run_config(apply_overrides(raw, args.set))
+        if not args.out.strip():
+            raise ConfigError("--out is empty; give the run directory to write, e.g. --out results/runs/mine")
+        cfg = load_run_config(apply_overrides(read_yaml(args.config, "run config file"), args.set))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         rec = run(cfg, args.out, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
                   resume=not args.no_resume, keep_checkpoints=args.keep_checkpoints, keep_last=args.keep_last)
-    except (RunFailed, DataError, ConfigError) as e:  # explained in one line; no traceback needed
+    except (ConfigError, DataError) as e:  # bad input, found before any step: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RunFailed as e:  # explained in one line; no traceback needed
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ConfigError
+from ..shards import local
 
 KINDS = ("kill", "fail", "nan", "inf_grad")
 
@@ -59,7 +60,9 @@ class InjectedFaults(Faults):
 
     def on_gradients(self, step: int, params: list[torch.nn.Parameter]) -> None:
         if step in self.inf_grad and params:
-            params[0].grad.view(-1)[0] = float("inf")
+            g = local(params[0].grad)  # this rank's shard when sharded
+            if g.numel():
+                g.view(-1)[0] = float("inf")
 
     def after_step(self, step: int) -> None:
         if step in self.kill:

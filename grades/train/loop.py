@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from ..flops import count_images, forward_flops
-from .checkpoint import Checkpoints, capture
+from ..shards import is_sharded
+from .checkpoint import Checkpoints
 from .faults import NO_FAULTS, Faults
 from .inputs import to_device, validation_loss
 from .progress import Progress
+from .snapshot import save_checkpoint
 from .state import LoopState, Training
 
 
@@ -107,8 +109,7 @@ class Loop:
             ls.tokens += int(b["attention_mask"].sum())
             tr.meter.add_step(b["input_ids"].shape[0], b["input_ids"].shape[1], version=tr.ctl.freezer.version,
                               images=count_images(b))
-        if tr.dd.enabled:  # sum over ranks = the gradient (and loss) of the global batch
-            tr.dd.all_reduce_grads([p for p in self.trainable if p.requires_grad])
+        if tr.dd.enabled:  # FSDP summed the gradients over ranks after each backward; the loss too
             step_loss = tr.dd.all_reduce_sum(step_loss, tr.device)
         return step_loss
 
@@ -116,7 +117,9 @@ class Loop:
         tr = self.tr
         if tr.dd.enabled:  # this rank's rows; loss = its label tokens' sum / the global batch's count
             n_items = int((b["labels"][:, 1:] != -100).sum())
-            return tr.model(**to_device(tr.dd.shard(b), tr.device), num_items_in_batch=max(1, n_items)).loss
+            mine, weight = tr.dd.shard(b)
+            loss = tr.model(**to_device(mine, tr.device), num_items_in_batch=max(1, n_items)).loss
+            return loss if weight == 1.0 else loss * weight
         return tr.model(**to_device(b, tr.device)).loss
 
     def gradients_finite(self, step: int, step_loss: float) -> bool:
@@ -125,11 +128,13 @@ class Loop:
         self.faults.on_gradients(step, live)
         finite = math.isfinite(step_loss)
         if finite and live:
+            # the norm of the whole gradient: of sharded gradients, one all-reduce of the shards'
+            gn = torch.nn.utils.get_total_norm([p.grad for p in live])
+            if is_sharded(gn):
+                gn = gn.full_tensor()
             max_norm = self.cfg["optim"]["max_grad_norm"]
-            if max_norm:
-                gn = torch.nn.utils.clip_grad_norm_(live, max_norm)
-            else:  # no clipping: the same reduction, only to check the gradients are finite
-                gn = torch.nn.utils.get_total_norm([p.grad for p in live])
+            if max_norm:  # (without clipping the norm only checks that the gradients are finite)
+                torch.nn.utils.clip_grads_with_norm_(live, max_norm, gn)
             finite = bool(torch.isfinite(gn))
         return finite
 
@@ -171,12 +176,12 @@ class Loop:
         tr.ctl.on_validation(step, vl)
 
     def checkpoint_if_due(self, step: int) -> None:
-        """A checkpoint every ``checkpoint_every`` steps but the last (rank 0 writes it)."""
+        """A checkpoint every ``checkpoint_every`` steps but the last (every rank writes its shards)."""
         every = self.cfg["checkpoint_every"]
-        if every and step % every == 0 and step < self.cfg["steps"] and self.tr.dd.is_main:
+        if every and step % every == 0 and step < self.cfg["steps"]:
             tc = time.perf_counter()
             self.ls.train_time = self.train_time()
-            self.ckpts.save(step, capture(self.tr, self.ls))
+            save_checkpoint(self.ckpts, self.tr, self.ls)
             dt = time.perf_counter() - tc
             self.ckpt_s += dt
             self.ls.checkpoint_time += dt

@@ -30,7 +30,7 @@ def setup_fields(tr: Training) -> dict:
         "truncated_examples": info["truncated"], "truncated_validation_examples": info["truncated_validation"],
         "trainable_params": sum(p.numel() for p in tr.trainable),
         "total_params": sum(p.numel() for p in tr.model.parameters()),
-        "world_size": tr.dd.world,
+        "world_size": tr.dd.world, "parallel": tr.par.record(), "precision": tr.precision.record(),
         **info["record"],  # VLM runs: modality, LoRA targets, matrices per tower
     }
 

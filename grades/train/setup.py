@@ -12,10 +12,12 @@ from ..controller import Controller
 from ..distributed import Dist
 from ..flops import FlopsMeter
 from ..methods import build_method
-from .checkpoint import base_fingerprint
 from .config import seed_everything
 from .errors import RunFailed
 from .inputs import build_inputs, resolve_data, resolve_model, to_device
+from .parallel import Parallel, place_model
+from .precision import resolve_precision
+from .snapshot import base_fingerprint
 from .state import Training
 
 
@@ -39,16 +41,34 @@ def prepare_process(cfg: dict, dd: Dist) -> torch.device:
     return device
 
 
-def build_optimizer(model, optim: dict):
+def build_optimizer(model, optim: dict, device: torch.device | None = None):
+    """The run's optimizer over the trainable parameters. AdamW is fused on a GPU (no
+    parameter-sized temporary in its step) and multi-tensor (``foreach``) on the CPU."""
     params = [p for p in model.parameters() if p.requires_grad]
     if optim["name"] == "sgd":
         return torch.optim.SGD(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    fused = device is not None and device.type == "cuda"
     return torch.optim.AdamW(params, lr=optim["lr"], weight_decay=optim["weight_decay"],
-                             betas=tuple(optim["betas"]), eps=optim["eps"], foreach=True)
+                             betas=tuple(optim["betas"]), eps=optim["eps"], foreach=not fused, fused=fused)
 
 
-def build_training(cfg: dict, dd: Dist, device: torch.device, *, fingerprint: bool) -> Training:
+def check_sharded(cfg: dict, method) -> None:
+    """Refuse what a sharded run cannot do (before the model is loaded)."""
+    if not method.supports_sharding:
+        raise RunFailed(f"method '{method.name}' cannot read sharded (FSDP) parameters; run it in one process "
+                        "with parallel: none and precision: fp32")
+    on = [k for k, v in (cfg.get("savings") or {}).items() if v and k != "prune_optimizer"]
+    if on:
+        raise RunFailed(f"savings {on} are not supported with parallel: fsdp (they change weights or module "
+                        "outputs that FSDP manages); run them with parallel: none")
+
+
+def build_training(cfg: dict, dd: Dist, device: torch.device, par: Parallel, *, fingerprint: bool) -> Training:
     """Model, data, method, optimizer, scheduler, controller and FLOPs meter of a run.
+
+    The model is loaded on the CPU, cast to the run's precision and placed (sharded with
+    FSDP2, or moved to ``device``) before anything holds its parameters: the optimizer,
+    the controller's components and the FLOPs meter see the placed ones.
 
     The optimizer always holds every parameter trainable at the start; a freeze only
     releases state. So on resume it is rebuilt over the same list, the saved frozen set
@@ -60,14 +80,17 @@ def build_training(cfg: dict, dd: Dist, device: torch.device, *, fingerprint: bo
     model_dir = resolve_model(cfg["model"])
     data_dir = resolve_data(cfg["data"])
     method = build_method(cfg["method"])
+    if par.sharded:
+        check_sharded(cfg, method)
     inputs = build_inputs(cfg, model_dir, data_dir, method.needs_validation)
     model, val_batches = inputs["model"], inputs["val_batches"]
+    precision = resolve_precision(cfg)
+    place_model(model, precision, par, device)
     if device.type != "cpu":
-        model.to(device)
         val_batches = [to_device(vb, device) for vb in val_batches]
 
     trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, cfg["optim"])
+    optimizer = build_optimizer(model, cfg["optim"], device)
     steps = cfg["steps"]
     scheduler = get_scheduler(cfg["schedule"]["name"], optimizer,
                               num_warmup_steps=int(cfg["schedule"]["warmup_ratio"] * steps),
@@ -77,7 +100,8 @@ def build_training(cfg: dict, dd: Dist, device: torch.device, *, fingerprint: bo
     names = {n for n, _ in trainable_named}
     info = {k: inputs[k] for k in ("n_train", "truncated", "truncated_validation")}
     info["record"] = inputs.get("record", {})  # VLM runs: modality, LoRA targets, matrices per tower
-    return Training(cfg=cfg, dd=dd, device=device, model_dir=model_dir, data_dir=data_dir, method=method,
-                    model=model, saver=inputs["saver"], stream=inputs["stream"], val_batches=val_batches,
-                    trainable_named=trainable_named, optimizer=optimizer, scheduler=scheduler, ctl=ctl, meter=meter,
+    return Training(cfg=cfg, dd=dd, device=device, precision=precision, par=par, model_dir=model_dir,
+                    data_dir=data_dir, method=method, model=model, saver=inputs["saver"], stream=inputs["stream"],
+                    val_batches=val_batches, trainable_named=trainable_named, optimizer=optimizer,
+                    scheduler=scheduler, ctl=ctl, meter=meter,
                     fingerprint=base_fingerprint(model, names) if fingerprint else None, info=info)

@@ -2,7 +2,7 @@
 
 :func:`grades.train.setup.build_training` builds the parts, the loop
 (:mod:`grades.train.loop`) advances them and the counters, and a checkpoint
-(:mod:`grades.train.checkpoint`) saves and restores both.
+(:mod:`grades.train.snapshot`) saves and restores both.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from ..controller import Controller
 from ..distributed import Dist
 from ..flops import FlopsMeter
 from ..methods.base import StoppingMethod
+from .parallel import Parallel
+from .precision import Precision
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Training:
     cfg: dict
     dd: Dist
     device: torch.device
+    precision: Precision
+    par: Parallel  # how the model is spread over the processes (FSDP's mesh when sharded)
     model_dir: Path
     data_dir: Path
     method: StoppingMethod

@@ -181,7 +181,7 @@ def prepare_tiny_vlm(out_dir: str | Path, **options: Any) -> Path:
     o = check_options(options)
     out = Path(out_dir)
     t0 = time.perf_counter()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned_by="grades_model.json") as tmp:
         info = build_into(o, tmp)
         info["prepare_time_s"] = round(time.perf_counter() - t0, 2)
         (tmp / "grades_model.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -3,7 +3,9 @@
 The Snakefile calls :func:`load` once at parse time, so every bad value stops the
 workflow before any job runs, with a message naming the field; every run config the
 workflow implies is validated too (:func:`grades.workflow.plan.run_config`), without
-importing optional dependencies that only running a method needs.
+importing optional dependencies that only running a method needs. Names that become
+paths are checked by :mod:`grades.workflow.names`; a config file is read by
+:func:`read_config` (:mod:`grades.yamlfile`: duplicate keys refused, errors at FILE:LINE).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 from ..config import ConfigError, closest
 from ..resources import workflow_schema
 from ..schema import validate
+from ..yamlfile import read_yaml
 from .jobs import is_vlm
+from .names import check_names
 from .plan import compare_runs, enabled_models, run_config, runs, slug, sweep_settings
 
 SCHEMA = workflow_schema()
@@ -23,6 +27,7 @@ SCHEMA = workflow_schema()
 def load(config: dict, schema: str | Path = SCHEMA) -> dict:
     """Validate, fill defaults, and validate every run config it implies."""
     cfg = validate(config, schema, "workflow config")
+    check_names(cfg)
     expand_extra(cfg)
     slugs: dict[str, str] = {}
     for name in cfg["settings"]:
@@ -64,12 +69,70 @@ def load(config: dict, schema: str | Path = SCHEMA) -> dict:
             raise ConfigError(f"workflow config: report.paper_models: '{m}' is not a key of models"
                               f"{closest(m, cfg['models'])}")
     check_vlm_tasks(cfg)
-    if cfg["report"]["baseline"] not in cfg["settings"]:
-        first = next(iter(cfg["settings"]))
-        cfg["report"]["baseline"] = first
+    check_eval_tasks(cfg)
+    check_baselines(cfg)
     for run in dict.fromkeys(runs(cfg) + compare_runs(cfg)):
         run_config(cfg, run, model_dir="cache/x", data_dir="cache/y")  # raises on a bad field
     return cfg
+
+
+def read_config(path: str | Path) -> dict:
+    """A workflow config file as a mapping (not yet validated: :func:`load` does that)."""
+    return read_yaml(path, "workflow config file")
+
+
+def check_configfiles(paths) -> None:
+    """Read every config file Snakemake was given with the strict loader: Snakemake's own
+    keeps the last of two equal keys and reports YAML errors without a line."""
+    for p in paths:
+        read_config(p)
+
+
+def check_baselines(cfg: dict) -> None:
+    """``report.baseline`` and every ``settings.<s>.baseline`` name a setting; an absent
+    report baseline is FP when there is one, else the first setting."""
+    names = list(cfg["settings"])
+    b = cfg["report"]["baseline"]
+    if b is None:
+        cfg["report"]["baseline"] = "FP" if "FP" in names else names[0]
+    elif b not in names:
+        raise ConfigError(f"workflow config: report.baseline = '{b}' is not a setting{closest(b, names)}; "
+                          f"known: {names}")
+    for s, st in cfg["settings"].items():
+        if st.get("baseline") is not None and st["baseline"] not in names:
+            raise ConfigError(f"workflow config: settings.{s}.baseline = '{st['baseline']}' is not a setting"
+                              f"{closest(st['baseline'], names)}; known: {names}")
+
+
+def check_eval_tasks(cfg: dict) -> None:
+    """Task names are single names (the jobs join them with commas); a language model's
+    ``eval_tasks`` are templates of evals/tasks; a vision-language model's are templates or
+    one multiple-choice task that grades.vlm scores itself."""
+    from ..evaluate.tasks import STANDARD_TASKS, local_tasks
+
+    for d, dc in cfg["datasets"].items():
+        for key in ("eval_tasks", "lm_eval_tasks"):
+            for t in dc[key]:
+                if not t.strip() or "," in t or any(c.isspace() for c in t):
+                    raise ConfigError(f"workflow config: datasets.{d}.{key}: {t!r} is not one task name (empty, "
+                                      f"or with a comma or space); list each task as its own item")
+    templates = None
+    for m, mc in cfg["models"].items():
+        d = mc["dataset"]
+        templates = templates if templates is not None else local_tasks()
+        other = [t for t in cfg["datasets"][d]["eval_tasks"] if t not in templates]
+        if is_vlm(cfg, m):
+            if len(other) > 1:
+                raise ConfigError(f"workflow config: datasets.{d}.eval_tasks: {other} are not templates of "
+                                  f"evals/tasks, and the vision-language model '{m}' scores one multiple-choice "
+                                  f"task itself; templates: {sorted(templates)}")
+            continue
+        for t in other:
+            hint = (f"; '{t}' is one of lm-eval's own tasks: list it under lm_eval_tasks" if t in STANDARD_TASKS
+                    else f"{closest(t, templates)}; templates: {sorted(templates)} (lm-eval's own tasks go "
+                         f"under lm_eval_tasks)")
+            raise ConfigError(f"workflow config: datasets.{d}.eval_tasks: '{t}' (scored for model '{m}') is not "
+                              f"a task template of evals/tasks{hint}")
 
 
 def check_sources(cfg: dict) -> None:
@@ -88,8 +151,26 @@ def check_sources(cfg: dict) -> None:
             kind, arg = gdata.parse_spec(dc["source"])
             if kind != "jsonl":
                 gdata.check_options("data", dc["options"], gdata.source_module(kind, arg).DEFAULTS)
-        except ConfigError as e:
+            else:
+                check_jsonl_source(cfg, d, dc, arg)
+        except (ConfigError, gdata.DataError) as e:
             raise ConfigError(f"workflow config: datasets.{d}.{e.args[0].removeprefix('data.')}") from None
+
+
+def check_jsonl_source(cfg: dict, name: str, dc: dict, arg: str) -> None:
+    """A ``jsonl:DIR`` dataset: a directory with the three splits (their lines are checked when
+    the dataset is prepared), no options, and not inside the cache the workflow replaces."""
+    from ..data import check_jsonl_dir
+
+    src = Path(arg).expanduser()
+    cache = Path("cache") / cfg["profile"]
+    if src.resolve() == cache.resolve() or cache.resolve() in src.resolve().parents:
+        raise ConfigError(f"data.source = 'jsonl:{arg}' lies inside {cache}/, which the workflow rebuilds "
+                          f"(and Snakemake deletes before it does); keep your data outside cache/")
+    check_jsonl_dir(src, f"data.source = 'jsonl:{arg}'")
+    if dc["options"]:
+        raise ConfigError(f"data.options: a jsonl: dataset is copied as it is and takes no options; "
+                          f"remove {sorted(dc['options'])}")
 
 
 def check_vlm_tasks(cfg: dict) -> None:

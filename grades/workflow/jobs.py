@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 from pathlib import Path
@@ -48,44 +49,102 @@ def conda_pythonpath() -> str:
 
 
 def eval_gpus(cfg: dict, model: str) -> int:
+    """GPUs of one evaluation job: ``eval_gpus`` when given, else sized to the model (0 without ``gpus``).
+
+    vllm: the largest tensor-parallel size up to the model's training GPUs (one node) that
+    its attention heads allow (:func:`tensor_parallel_size`); hf: the GPUs its bfloat16
+    weights need with a third to spare, the model spread over them (``parallelize``)."""
     mc = cfg["models"][model]
     if mc["eval_gpus"] is not None:
         return mc["eval_gpus"]
-    return 1 if mc["gpus"] > 0 else 0
+    if mc["gpus"] <= 0:
+        return 0
+    try:
+        from .memory import model_arch
+
+        arch = model_arch(cfg, model)
+    except ValueError:  # no config.json and no size_b: one GPU, as before
+        return 1
+    most = min(mc["gpus"], cfg["jobs"]["gpus_per_node"])
+    if cfg["eval"]["backend"] == "vllm":
+        return tensor_parallel_size(arch, most)
+    need = math.ceil(arch.params * 2 * 4 / 3 / (cfg["jobs"]["gpu_memory_gib"] * (1 << 30)))
+    return max(1, min(most, 1 << max(0, need - 1).bit_length()))
+
+
+def tensor_parallel_size(arch, most: int) -> int:
+    """The largest size up to ``most`` that vLLM can split the model's attention over: it divides the
+    query heads (of a vision tower too), and the key/value heads divide it or it divides them."""
+    stacks = [arch.text] + ([arch.vision] if arch.vision is not None else [])
+    for t in range(most, 0, -1):
+        if all(d.heads % t == 0 and (d.kv_heads % t == 0 or t % d.kv_heads == 0) for d in stacks):
+            return t
+    return 1
+
+
+def train_nodes(cfg: dict, model: str) -> int:
+    """Nodes of one training job: 1 up to ``jobs.gpus_per_node`` GPUs, else GPUs / gpus_per_node."""
+    n, per = cfg["models"][model]["gpus"], cfg["jobs"]["gpus_per_node"]
+    return max(1, math.ceil(n / per))
 
 
 def job_resources(cfg: dict, model: str, rule: str) -> dict:
-    """Cluster resources of one job: ``{"gpu", "mem_mb", "runtime", "cpus"}``.
+    """Cluster resources of one job: ``{"gpu", "nodes", "tasks", "slurm_extra", "mem_mb", "runtime", "cpus"}``.
 
     ``rule`` is ``train``, ``evaluate`` or ``prepare``. Scaled by the model's ``size_b``
     (see the ``jobs`` block of the workflow schema); ``models.<m>.resources.<rule>``
-    overrides any of them. ``cpus`` 0 means "all local cores" (the Snakefile decides)."""
+    overrides any of them. ``cpus`` 0 means "all local cores" (the Snakefile decides).
+    A job asks for one node (its torchrun is ``--standalone``); a training job with more
+    GPUs than a node has asks for ``nodes`` nodes with ``gpus_per_node`` GPUs and one task
+    each (``gpu`` 0, ``--gpus-per-node`` in ``slurm_extra``), ``mem_mb`` and ``cpus`` per node."""
     if rule not in ("train", "evaluate", "prepare"):
         raise ValueError(f"no job resources for rule {rule!r}")
     mc = cfg["models"][model]
     j = cfg["jobs"][rule]
     gpu = {"train": mc["gpus"], "evaluate": eval_gpus(cfg, model), "prepare": 0}[rule]
+    nodes = train_nodes(cfg, model) if rule == "train" else 1
+    per_node = gpu // nodes
     size = mc["size_b"] or 0.0
-    procs = max(1, gpu) if rule == "train" else 1
+    procs = max(1, per_node) if rule == "train" else 1
     out = {
-        "gpu": gpu,
+        "gpu": gpu if nodes == 1 else 0,
+        "nodes": nodes,
+        "tasks": nodes if nodes > 1 else 0,  # one launcher per node (0: the executor's default)
+        "slurm_extra": f"--gpus-per-node={per_node}" if nodes > 1 else "",
         "mem_mb": int(math.ceil(j["mem_mb"] + j["mem_mb_per_b"] * size * procs)),
         "runtime": int(math.ceil(j["runtime"] + j["runtime_per_b"] * size)),
-        "cpus": j["cpus_per_gpu"] * gpu if gpu else j["cpus"],
+        "cpus": j["cpus_per_gpu"] * per_node if gpu else j["cpus"],
     }
     out.update(mc["resources"].get(rule, {}))
     return out
 
 
+RDZV_PORT = 29500
+
+
 def train_launcher(cfg: dict, model: str, python: str) -> str:
-    """The command that starts ``grades.train`` for one model: the interpreter, or a
-    one-process-per-GPU launcher when the model trains on more than one GPU."""
+    """The command that starts ``grades.train`` for one model: the interpreter, a one-process-per-GPU
+    launcher on one node (``torchrun --standalone``), or, for more GPUs than a node has, one torchrun
+    per node (``srun``) meeting at a rendezvous on the job's first node (SLURM's environment)."""
     n = cfg["models"][model]["gpus"]
     py = quote(python)
     if n <= 1:
         return f"{py} -m grades.train"
     la = cfg["launcher"]
     extra = f" {la['args']}" if la["args"] else ""
+    nodes = train_nodes(cfg, model)
+    if nodes > 1:
+        per = cfg["jobs"]["gpus_per_node"]
+        if n % per:
+            raise ConfigError(f"workflow config: models.{model}.gpus = {n} spans {nodes} nodes of "
+                              f"{per} GPUs (jobs.gpus_per_node): use a multiple of {per}")
+        if la["name"] != "torchrun":
+            raise ConfigError(f"workflow config: models.{model} trains on {nodes} nodes: launcher {la['name']!r} "
+                              "is not supported across nodes; use launcher: {name: torchrun}")
+        head = '"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
+        return (f"srun --nodes {nodes} --ntasks-per-node 1 {py} -m torch.distributed.run --nnodes {nodes} "
+                f"--nproc_per_node {per} --rdzv_backend c10d --rdzv_endpoint {head}:{RDZV_PORT} "
+                f'--rdzv_id "$SLURM_JOB_ID"{extra} -m grades.train')
     if la["name"] == "accelerate":
         return (f"{py} -m accelerate.commands.launch --num_processes {n} --num_machines 1"
                 f"{extra} --module grades.train")
@@ -145,7 +204,7 @@ def is_vlm(cfg: dict, model: str) -> bool:
         return True
     if is_image_dataset(cfg["datasets"][mc["dataset"]]):
         return True
-    if src.startswith("local:") or Path(src).expanduser().is_dir():
+    if src.startswith("local:") or os.path.isdir(os.path.expanduser(src)):
         from ..models import is_vlm_dir
 
         return is_vlm_dir(Path(src.removeprefix("local:")).expanduser())

@@ -64,6 +64,21 @@ def resolve_paths(args: list[str]) -> list[str]:
     return out
 
 
+def configfiles(args: list[str]) -> list[str]:
+    """The values of ``--configfile`` / ``--configfiles`` in Snakemake arguments."""
+    out: list[str] = []
+    option = False
+    for a in args:
+        if a.startswith("-"):
+            name, eq, value = a.partition("=")
+            option = name in ("--configfile", "--configfiles") and not eq
+            if eq and name in ("--configfile", "--configfiles"):
+                out.append(value)
+        elif option:
+            out.append(a)
+    return out
+
+
 def snakemake_command(args: list[str], python: str = sys.executable) -> list[str]:
     """The full command: ``python -m snakemake`` on the shipped Snakefile, with ``args``."""
     args = resolve_paths(list(args))

@@ -26,6 +26,7 @@ rule evaluate:
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
+        nodes=_res("evaluate", "nodes"),  # tensor parallelism (vllm) or a spread model (hf): one node
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
@@ -57,6 +58,7 @@ rule evaluate_base:
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
+        nodes=_res("evaluate", "nodes"),  # tensor parallelism (vllm) or a spread model (hf): one node
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
@@ -88,6 +90,7 @@ rule evaluate_vlm:
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
+        nodes=_res("evaluate", "nodes"),  # tensor parallelism (vllm) or a spread model (hf): one node
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
@@ -118,6 +121,7 @@ rule evaluate_vlm_base:
     threads: _threads("evaluate")
     resources:
         gpu=_res("evaluate", "gpu"),
+        nodes=_res("evaluate", "nodes"),  # tensor parallelism (vllm) or a spread model (hf): one node
         mem_mb=_res("evaluate", "mem_mb"),
         runtime=_res("evaluate", "runtime"),
         cpus_per_task=_res("evaluate", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)

@@ -5,9 +5,12 @@
 # when a job fails or is killed; rerunning the workflow resumes the run from the newest
 # one. grades.train deletes them after success.
 #
-# A model with `gpus: N > 1` trains with one process per GPU (launcher: torchrun or
-# accelerate, grades.workflow.train_launcher); resources (gpu, mem_mb, runtime, threads)
-# come from the workflow config's `jobs` block scaled by the model's size_b.
+# A model with `gpus: N > 1` trains with one process per GPU, sharded with FSDP2 (launcher:
+# torchrun or accelerate, grades.workflow.train_launcher), on one node; with more GPUs than
+# jobs.gpus_per_node, on several nodes (srun + torchrun with a rendezvous from SLURM's
+# environment). Resources (gpu, nodes, mem_mb, runtime, threads) come from the workflow
+# config's `jobs` block scaled by the model's size_b. The Snakefile refuses a profile in
+# which a run cannot fit its GPUs' memory (python -m grades.workflow plan CONFIG).
 
 
 rule run_config:
@@ -37,6 +40,9 @@ rule train:
     threads: _threads("train")
     resources:
         gpu=_res("train", "gpu"),
+        nodes=_res("train", "nodes"),  # one node per torchrun --standalone; more for gpus > jobs.gpus_per_node
+        tasks=_res("train", "tasks"),  # several nodes: one launcher (srun) task per node
+        slurm_extra=_res("train", "slurm_extra"),  # several nodes: --gpus-per-node
         mem_mb=_res("train", "mem_mb"),
         runtime=_res("train", "runtime"),
         cpus_per_task=_res("train", "cpus"),  # SLURM --cpus-per-task (0: the plugin uses threads)
