@@ -98,7 +98,7 @@ def test_comparison_table_ranks_and_marks(runs_dir, tmp_path):
 def test_comparison_markdown_bold_best(runs_dir, tmp_path):
     C.write_comparison(runs_dir, tmp_path)
     md = (tmp_path / "comparison.md").read_text()
-    assert "## model-a (task_a)" in md and "## model-b" in md
+    assert "## model-a (task_a; protocol loglikelihood, metric acc)" in md and "## model-b" in md
     rows = {ln.split(" | ")[1]: ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln}
     assert "**63.00 ± 1.41**" in rows["LoRA+GradES"]
     assert "**80.0**" in rows["LoRA+Mine"] and "**1e+12**" in rows["LoRA+Mine"]

@@ -9,9 +9,10 @@
 
 The rooms:
 
-    runs            the tables' view of the runs: train and eval data frames
+    runs            the tables' view of the runs: train and eval data frames, the planned runs' status
     tables          accuracy and efficiency tables
-    paper           our numbers in the paper's layout, beside results/paper
+    paper           our numbers in the paper's layout, beside results/paper, per protocol
+    splits          the split check: do the paper's values fit the items we scored?
     compare         ranked comparison of stopping methods, Pareto figures
     multimodal      the vision-language table and convergence figure
     figures         which GradES figures are drawn from which runs (write_figures)
