@@ -432,7 +432,7 @@ def test_models_prepare_refuses_a_parent_directory_out(tmp_path, capsys, monkeyp
 
 
 def test_lora_target_that_matches_nothing(capsys):
-    from conftest import build_tiny
+    from tinymodels import build_tiny
 
     from grades.models import apply_lora
 

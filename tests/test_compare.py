@@ -99,7 +99,7 @@ def test_comparison_table_ranks_and_marks(runs_dir, tmp_path):
 def test_comparison_markdown_bold_best(runs_dir, tmp_path):
     C.write_comparison(runs_dir, tmp_path)
     md = (tmp_path / "comparison.md").read_text()
-    assert "## model-a (task_a)" in md and "## model-b" in md
+    assert "## model-a (task_a; protocol loglikelihood, metric acc)" in md and "## model-b" in md
     rows = {ln.split(" | ")[1]: ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln}
     # two seeds (62 and 64): the mean ± their standard deviation
     assert "**63.00 ± 1.41 (sd, 2 seeds)**" in rows["LoRA+GradES"]
@@ -272,7 +272,7 @@ def test_pareto_error_bars_are_the_paired_intervals_per_seed(paired_dir):
 
     train, evals = collect(paired_dir)
     pts = C.run_points(train, evals)
-    claims = load_claims(finished_runs(paired_dir))
+    claims = load_claims(finished_runs(paired_dir), pools=C.protocol_pools(evals))  # as write_comparison does
     fig = C.pareto_figure(pts, "model-a", None, claims)
     ax = fig.axes[0]
     bars = {}
@@ -321,3 +321,36 @@ def test_accuracy_and_efficiency_tables_carry_the_claims(paired_dir, tmp_path):
     # LoRA+ES: 190 s against 200 s, the same work all along (no freeze): its interval decides
     es_verdict = eff.loc["LoRA+ES", "speedup_vs_own_verdict"]
     assert es_verdict in ("faster", "indistinguishable from 1", "confounded (identical steps differ)")
+
+
+def test_each_protocols_table_carries_its_own_claims(tmp_path):
+    """A model scored under two protocols: each accuracy table pools only its own tasks' items."""
+    from grades.rundir import RunDir
+
+    root = tmp_path / "runs"
+    rng = np.random.default_rng(5)
+    base = {"task_a": (rng.random(400) < 0.5).astype(int).tolist(), "cs_b": (rng.random(200) < 0.5).astype(int).tolist()}
+    # GradES: 20 more right of task_a's 400 items (+5 points), 10 fewer of cs_b's 200 (-5 points)
+    won = set([i for i, c in enumerate(base["task_a"]) if not c][:20])
+    lost = set([i for i, c in enumerate(base["cs_b"]) if c][:10])
+    grades = {"task_a": flipped(base["task_a"], won), "cs_b": flipped(base["cs_b"], lost)}
+    for slug, name, method, answers in (("lora", "LoRA", "none", base), ("lora-grades", "LoRA+GradES", "grades", grades)):
+        d = write_run(root, "m", slug, name=name, mode="lora", method=method, acc=0.5)
+        ev = {"tasks": {"task_a": {"acc": np.mean(answers["task_a"]), "acc_stderr": 0.02, "n": 400,
+                                   "protocol": "loglikelihood", "metric": "acc", "score": np.mean(answers["task_a"])},
+                        "cs_b": {"exact_match": np.mean(answers["cs_b"]), "n": 200, "protocol": "commonsense-generation",
+                                 "metric": "exact_match", "score": np.mean(answers["cs_b"])}}}
+        (d / "eval.json").write_text(json.dumps(ev))
+        RunDir(d).write_samples([{"task": "task_a", "doc_id": i, "acc": float(c)} for i, c in enumerate(answers["task_a"])]
+                                + [{"task": "cs_b", "doc_id": i, "exact_match": float(c)}
+                                   for i, c in enumerate(answers["cs_b"])])
+    assert report_main(["tables", "--runs", str(root), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t" / "accuracy.md").read_text()
+    def row(protocol):  # the GradES row of that protocol's table
+        block = md.split(f"**Protocol: {protocol}**")[1].split("**Protocol:")[0]
+        return next(ln for ln in block.splitlines() if ln.startswith("| m | LoRA+GradES |"))
+
+    assert "| +5.00 [" in row("loglikelihood") and "vs LoRA (400 items)" in row("loglikelihood")
+    assert "| -5.00 [" in row("commonsense-generation") and "vs LoRA (200 items)" in row("commonsense-generation")
+    acc = pd.read_csv(tmp_path / "t" / "accuracy.csv").set_index(["setting", "task"])
+    assert acc.loc[("LoRA+GradES", "cs_b"), "paired_diff"] == pytest.approx(-5.0)

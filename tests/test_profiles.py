@@ -129,6 +129,9 @@ def test_plan_lists_every_hub_download_once():
     assert vq.used_by == ("datasets.cauldron", "datasets.cauldron-vqa")
     lm = [(i.id, i.name, i.split) for i in items if i.kind == "lm-eval"]
     assert ("allenai/ai2_arc", "ARC-Challenge", None) in lm and ("aps/super_glue", "boolq", None) in lm
+    # both protocols read the same Hub copies: one download serves cs_arc_challenge and arc_challenge
+    arc = next(i for i in items if i.kind == "lm-eval" and i.name == "ARC-Challenge")
+    assert arc.used_by == ("lm-eval:arc_challenge", "lm-eval:cs_arc_challenge")
     # the VLM benchmarks of evals/tasks/hub, GQA's pictures (metadata.extra_datasets) included; the six
     # MMStar categories read one dataset
     text_only = {"aps/super_glue", "baber/piqa", "lighteval/siqa", "Rowan/hellaswag", "allenai/winogrande",

@@ -189,3 +189,44 @@ def test_our_speedup_interval_judges_the_papers_speedup():
     r = rp.efficiency_comparison(eff, paper_eff, {"ours": p["model"]}, empty).set_index(["model", "method"]).loc[
         (p["model"], p["method"])]
     assert r["speedup_paper_inside"] is False and rp._speedup_ours(r).endswith(" ✗")
+
+
+# ------------------------------------------------------------------ the split check
+PLANNED = [f"cs_{b}" for b in rp.BENCHMARKS] + ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande",
+                                                  "openbookqa", "arc_challenge", "arc_easy"]
+
+
+def test_split_check_before_any_run_flags_lm_evals_arc_test_splits(tmp_path):
+    (tmp_path / "runs").mkdir()
+    write_tables(tmp_path / "runs", tmp_path / "t", "FP", PAPER_DIR, PAPER_MODELS, planned_tasks=PLANNED)
+    check = pd.read_csv(tmp_path / "t" / "paper_splits.csv").set_index(["benchmark", "protocol"])
+    gen, ll = "commonsense-generation", "loglikelihood"
+    assert check.loc[("arc_challenge", gen), "verdict"] == "ok (planned)"
+    assert int(check.loc[("arc_challenge", gen), "n_ours"]) == 299 and check.loc[("arc_challenge", gen), "fit_ours"] == 30
+    assert check.loc[("arc_challenge", ll), "verdict"] == "mismatch (planned)"
+    assert check.loc[("arc_challenge", ll), "fit_ours"] == 3 and int(check.loc[("arc_easy", ll), "n_ours"]) == 2376
+    assert check.loc[("hellaswag", gen), "verdict"] == "uninformative (planned)"
+    assert check.loc[("piqa", gen), "fits"] == "validation 1838: 30/30; llm-adapters 1830: 6/30"
+    assert (check.xs(gen, level="protocol")["verdict"] != "mismatch (planned)").all()
+    assert "**mismatch (planned)**" in (tmp_path / "t" / "paper_splits.md").read_text()
+
+
+def test_split_check_of_scored_runs_flags_the_comparison(tables):
+    out, _ = tables  # the fabricated runs scored 1,000 items per benchmark: no split of that size
+    check = pd.read_csv(out / "paper_splits.csv").set_index("benchmark")
+    assert check.loc["arc_challenge", "verdict"] == "mismatch" and check.loc["arc_challenge", "fit_ours"] == 4
+    assert check.loc["openbookqa", "verdict"] == "ok"  # 500 | 1000: every value fits both
+    md = (out / "paper_comparison.md").read_text()
+    assert "**Protocol: loglikelihood** (metric: acc)" in md and "| ARC-c ⚠ |" in md and "| OBQA |" in md
+    assert "⚠ ARC-c: we scored 1000 items (arc_challenge, ? split): 4 of the paper's 30 values fit that" in md
+    cmp = pd.read_csv(out / "paper_comparison.csv")
+    assert set(cmp["protocol"]) == {"loglikelihood"}
+    assert set(cmp[cmp["benchmark"] == "arc_challenge"]["split_check"]) == {"mismatch"}
+
+
+def test_split_fit_arithmetic():
+    from grades.report.splits import fits
+
+    assert fits(94.31, 299) and not fits(94.31, 1172)  # 282/299 = 94.314
+    assert fits(100.0, 299) and fits(0.0, 299) and not fits(50.0, 299) and fits(50.0, 300)
+    assert all(fits(x / 100, 10_042) for x in range(0, 10_001, 7))  # from 10,000 items on every value fits

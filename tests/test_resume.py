@@ -244,20 +244,10 @@ def test_checkpoint_holds_the_full_state(tiny):
 
 
 # ------------------------------------------------------------ the HF callback
-class _Tokens(torch.utils.data.Dataset):
-    def __init__(self, n=64, seq=16, vocab=128):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, vocab, (n, seq), generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
 def _hf_train(out: Path, *, stop_at: int | None = None, resume: str | None = None, **cb_kw):
-    from conftest import build_tiny
+    from tinymodels import TokenData, build_tiny
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from grades import GradESCallback, GradESConfig
@@ -272,7 +262,7 @@ def _hf_train(out: Path, *, stop_at: int | None = None, resume: str | None = Non
                              use_cpu=True, disable_tqdm=True, max_grad_norm=1.0, seed=0)
     cb = GradESCallback(GradESConfig(tau=5.6, alpha=0.25), **cb_kw)  # freezes at steps 5, 11 and 12
     callbacks = [cb] + ([Interrupt()] if stop_at else [])
-    trainer = Trainer(model=build_tiny("qwen3"), args=args, train_dataset=_Tokens(), callbacks=callbacks)
+    trainer = Trainer(model=build_tiny("qwen3"), args=args, train_dataset=TokenData(), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
     return cb, trainer
 

@@ -60,7 +60,9 @@ def test_wheel_holds_the_package_and_its_data(installed):
     shipped = ["Snakefile", "workflow/schemas/config.schema.yaml", "workflow/profiles/slurm/config.yaml",
                "workflow/profiles/default/config.yaml", "workflow/report/workflow.rst", "config/config.yaml",
                "config/smoke.yaml", "config/paper.yaml", "evals/tasks/world_mc.yaml", "evals/tasks/shapes_images.py",
-               "evals/tasks/hub/gqa.yaml", "evals/tasks/hub/vlm_bench.py", "results/paper/thresholds.csv"]
+               "evals/tasks/hub/gqa.yaml", "evals/tasks/hub/vlm_bench.py", "results/paper/thresholds.csv",
+               "evals/tasks/cs_siqa_local.yaml", "evals/tasks/cs_local.py", "evals/tasks/commonsense/cs_boolq.yaml",
+               "evals/tasks/commonsense/_cs_template_yaml", "evals/tasks/commonsense/cs_protocol.py"]
     shipped += [p.relative_to(ROOT).as_posix() for p in (ROOT / "workflow" / "rules").glob("*.smk")]
     missing = [f for f in shipped if f"grades/_shipped/{f}" not in names]
     assert not missing, f"data files missing from the wheel: {missing}"

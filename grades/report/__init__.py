@@ -10,9 +10,10 @@
 
 The rooms:
 
-    runs            the tables' view of the runs: train and eval data frames
+    runs            the tables' view of the runs: train and eval data frames, the planned runs' status
     tables          accuracy and efficiency tables
-    paper           our numbers in the paper's layout, beside results/paper
+    paper           our numbers in the paper's layout, beside results/paper, per protocol
+    splits          the split check: do the paper's values fit the items we scored?
     stats           paired differences, McNemar, equivalence, power, seeds, Wilson intervals
     paired          every setting against its baseline, item by item (samples.jsonl)
     speed           speedups with an interval, the same-work check

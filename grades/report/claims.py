@@ -198,15 +198,17 @@ def speed_columns(baseline: str) -> list[str]:
 def with_claims(tab: pd.DataFrame, claims: Claims | None, *, pool_col: str | None = None,
                 speed: bool = True, paired: bool = True) -> pd.DataFrame:
     """``tab`` (one row per model x setting) with, with ``paired``, the paired columns of each
-    row's claim (:func:`claim_row`; ``pool_col``: the column naming its pool) and, with ``speed``,
-    the speed columns (:func:`speed_columns`, replacing a speedup the table computed itself)."""
+    row's claim (:func:`claim_row`; ``pool_col``: the column naming its pool, any pool where it
+    is empty) and, with ``speed``, the speed columns (:func:`speed_columns`, replacing a speedup
+    the table computed itself)."""
     out = tab.copy()
     if out.empty or claims is None:
         return out
     cols = list(PAIRED_COLUMNS.values()) if paired else []
     vals: dict[str, list] = {c: [] for c in cols}
     for _, r in out.iterrows():
-        row = claim_row(claims.accuracy, r["model"], r["setting"], r[pool_col] if pool_col else None)
+        pool = r[pool_col] if pool_col else None
+        row = claim_row(claims.accuracy, r["model"], r["setting"], pool if isinstance(pool, str) and pool else None)
         for c in cols:
             vals[c].append(row[c] if row is not None else ("" if c in _TEXT else math.nan))
     for c in cols:

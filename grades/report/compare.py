@@ -5,7 +5,9 @@
 
 Writes ``comparison.{csv,md}`` and, per model, ``pareto_<model>.{png,pdf}``.
 
-A run's accuracy is its lm-eval accuracy averaged over the model's tasks (percent),
+A run's accuracy is its score averaged over the model's tasks of one protocol (percent;
+the protocol of the model's first task, e.g. ``loglikelihood`` with ``acc``: the table's
+``protocol`` and ``metric`` columns and each model's heading say which),
 with the standard error combined as sqrt(sum se^2) / n_tasks; a setting's row averages
 its seeds the same way. Total time is training + validation wall time (early stopping
 pays for its validation passes) and FLOPs are training + validation FLOPs, both from
@@ -38,7 +40,7 @@ from ..io import atomic_write_text
 from .claims import (ClaimOptions, Claims, claim_cells, claim_heads, claim_row, has_claims, load_claims,
                      seed_cell, seed_sd, speed_cells, speed_heads, with_claims)
 from .plotting import new_figure, save
-from .tables import combined_stderr
+from .tables import combined_stderr, protocol_pools
 
 # fixed colours for the built-in methods (kept here so the report does not import torch);
 # any other method gets the next colour of _EXTRA_COLOURS, in order of first appearance
@@ -53,7 +55,7 @@ MODE_MARKERS = {"fp": "o", "lora": "s"}
 TABLE_COLUMNS = ["model", "rank", "setting", "method", "mode", "acc", "acc_stderr", "acc_gap", "acc_gap_stderr",
                  "tied_best", "total_time_s", "train_time_s", "validation_time_s", "flops_total", "frozen_ratio",
                  "frozen_param_ratio", "steps_run", "steps_planned", "seeds", "tasks", "best_acc", "best_time",
-                 "best_flops", "pareto_time", "pareto_flops", "stop_reason"]
+                 "best_flops", "pareto_time", "pareto_flops", "stop_reason", "protocol", "metric"]
 
 
 def _log(msg: str) -> None:
@@ -82,24 +84,35 @@ def run_points(train: pd.DataFrame, evals: pd.DataFrame, select: list[str] | Non
         if missing:
             _log(f"no finished run for {missing}")
         t = t[keep]
-    ev = evals[evals["mode"].ne("base")] if not evals.empty else evals
+    ev = primary_protocol(evals[evals["mode"].ne("base")]) if not evals.empty else evals
     if ev.empty:
-        t["acc"], t["acc_stderr"], t["tasks"] = math.nan, math.nan, ""
+        t["acc"], t["acc_stderr"], t["tasks"], t["protocol"], t["metric"] = math.nan, math.nan, "", "", ""
     else:
         g = ev.groupby(["model", "setting", "seed"], sort=False)
         acc = g.agg(acc=("acc", "mean"), acc_stderr=("acc_stderr", combined_stderr),
-                    tasks=("task", lambda s: ",".join(dict.fromkeys(s)))).reset_index()
+                    tasks=("task", lambda s: ",".join(dict.fromkeys(s))), protocol=("protocol", "first"),
+                    metric=("metric", lambda s: ",".join(dict.fromkeys(map(str, s))))).reset_index()
         acc["acc"] *= 100
         acc["acc_stderr"] *= 100
         t = t.merge(acc, on=["model", "setting", "seed"], how="left")
     return t.reset_index(drop=True)
 
 
+def primary_protocol(evals: pd.DataFrame) -> pd.DataFrame:
+    """The eval rows of each model's first protocol (that of its first task row): accuracies of
+    different protocols and metrics are not averaged together."""
+    if evals.empty or "protocol" not in evals:
+        return evals
+    proto = evals["protocol"].fillna("loglikelihood")
+    first = proto.groupby(evals["model"], sort=False).first()
+    return evals[proto.eq(evals["model"].map(first))]
+
+
 def base_accuracy(evals: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """{model: (accuracy %, stderr %)} of the un-fine-tuned model, where evaluated."""
+    """{model: (accuracy %, stderr %)} of the un-fine-tuned model, where evaluated (its first protocol)."""
     if evals.empty:
         return {}
-    b = evals[evals["mode"].eq("base")]
+    b = primary_protocol(evals[evals["mode"].eq("base")])
     out = {}
     for model, grp in b.groupby("model", sort=False):
         out[model] = (100 * float(grp["acc"].mean()), 100 * combined_stderr(grp["acc_stderr"]))
@@ -137,6 +150,8 @@ def comparison_table(points: pd.DataFrame, claims: Claims | None = None) -> pd.D
     tab["steps_planned"] = g["steps_planned"].max().values
     tab["seeds"] = g["seed"].nunique().values
     tab["tasks"] = g["tasks"].first().values
+    tab["protocol"] = g["protocol"].first().values if "protocol" in points else ""
+    tab["metric"] = g["metric"].first().values if "metric" in points else ""
     tab["stop_reason"] = g["stop_reason"].agg(lambda s: "; ".join(sorted(set(map(str, s))))).values
     parts = []
     for _, grp in tab.groupby("model", sort=False):
@@ -158,7 +173,8 @@ def comparison_table(points: pd.DataFrame, claims: Claims | None = None) -> pd.D
         grp["rank"] = range(1, len(grp) + 1)
         parts.append(grp.drop(columns="_acc"))
     tab = pd.concat(parts, ignore_index=True)[TABLE_COLUMNS + ["acc_sd_seeds"]]
-    return with_claims(tab, claims) if claims is not None else tab
+    # each row's claim is over the tasks of the protocol the row averages
+    return with_claims(tab, claims, pool_col="protocol" if "protocol" in tab else None) if claims is not None else tab
 
 
 # =================================================================== markdown
@@ -198,7 +214,11 @@ def comparison_markdown(tab: pd.DataFrame, base: dict[str, tuple[float, float]] 
         ""]
     for model, grp in tab.groupby("model", sort=False):
         tasks = grp["tasks"].dropna()
-        lines.append(f"## {model}" + (f" ({tasks.iloc[0]})" if len(tasks) and tasks.iloc[0] else ""))
+        what = tasks.iloc[0] if len(tasks) and tasks.iloc[0] else ""
+        proto = grp["protocol"].dropna()
+        if what and len(proto) and proto.iloc[0]:
+            what += f"; protocol {proto.iloc[0]}, metric {grp['metric'].dropna().iloc[0]}"
+        lines.append(f"## {model}" + (f" ({what})" if what else ""))
         lines.append("")
         paired = has_claims(grp)
         speed = "speedup_vs_own" in grp and bool(grp["speedup_vs_own"].notna().any())
@@ -423,7 +443,7 @@ def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: 
 
     train, evals = collect(runs_dir)
     points = run_points(train, evals, select)
-    claims = load_claims(finished_runs(runs_dir), options)
+    claims = load_claims(finished_runs(runs_dir), options, pools=protocol_pools(evals))
     tab = comparison_table(points, claims)
     base = base_accuracy(evals)
     out = Path(tables_dir)
