@@ -113,13 +113,17 @@ def test_editable_install_finds_the_checkout(tmp_path):
     """`pip install -e .` (scripts/setup.sh): the package and its data files are the checkout's
     (here a copy of it, so that the checkout gets no egg-info)."""
     import os
+    import sysconfig
 
     src = copy_sources(tmp_path / "checkout")
     site = install_editable(src, tmp_path / "prefix")
     code = (f"import site, sys; sys.path[:] = [p for p in sys.path if p not in ('', {str(ROOT)!r})]; "
-            f"site.addsitedir({str(site)!r}); import grades.resources as r; "
+            f"site.addsitedir({str(site)!r}); sys.path.append({sysconfig.get_paths()['purelib']!r}); "
+            f"import grades.resources as r; "
             f"print(r.__file__, r.installed(), r.root(), r.snakefile().is_file())")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    # -S, and the venv's site-packages as a plain path (its .pth files unread): the venv's own editable
+    # install of the checkout would win over the copy's otherwise; torch and the rest still import
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == [str(src / "grades" / "resources.py"), "False", str(src), "True"]
