@@ -5,6 +5,7 @@
 #   snakemake -n --configfile config/paper.yaml --profile workflow/profiles/slurm
 #   snakemake prefetch --configfile config/paper.yaml       # Hub downloads, on a login node
 #   snakemake --cores all compare                           # second target: stopping methods compared
+#   snakemake --cores all partial                           # tables and figures of the runs that exist now
 #   snakemake --report report.html                          # browsable record of a finished run
 #
 # The wheel ships this file with workflow/ beside it (grades/_shipped/); without a checkout,
@@ -90,6 +91,7 @@ localrules:
     matched_budget,
     tables,
     figures,
+    partial,
     prefetch,
 
 

@@ -24,6 +24,7 @@ SHIPPED = {
     "config": ["*.yaml"],
     "evals/tasks": ["*.yaml", "_*_yaml", "*.py"],
     "evals/tasks/hub": ["*.yaml", "_*_yaml", "*.py"],
+    "evals/tasks/commonsense": ["*.yaml", "_*_yaml", "*.py"],
     "results/paper": ["*.csv", "*.md"],
 }
 

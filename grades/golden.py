@@ -82,16 +82,44 @@ def extract(runs_dir: str | Path) -> dict[str, dict]:
     return out
 
 
-def make(runs_dir: str | Path) -> dict:
-    import torch
+#: the packages whose releases move the numbers (kernels, initialisation, tokenisation)
+VERSIONED = ("torch", "transformers", "peft", "tokenizers", "numpy", "lm_eval")
 
+
+def versions() -> dict[str, str]:
+    """The installed versions of :data:`VERSIONED` (a missing package: ``"absent"``)."""
+    from importlib import metadata
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def version_note(golden: dict) -> str | None:
+    """One line naming the packages whose installed version differs from the golden file's
+    (the first suspect when numbers drift and the code did not change), or None."""
+    recorded = golden.get("versions") or ({"torch": golden["torch"]} if "torch" in golden else {})
+    have = versions()
+    diff = [f"{k} {v} (golden made with {recorded[k]})" for k, v in have.items()
+            if k in recorded and recorded[k] != v]
+    if not diff:
+        return None
+    return ("installed versions differ from the golden file's: " + ", ".join(diff)
+            + "; install the tested set (pip install -c constraints.txt ...) before suspecting the code")
+
+
+def make(runs_dir: str | Path) -> dict:
     runs_dir = Path(runs_dir)
     return {
         "about": "Golden values of the smoke profile (tests/test_smoke_workflow.py compares a fresh run). "
                  "Regenerate after a deliberate change: python -m grades.golden update results/runs/smoke "
                  "tests/golden/smoke.json",
         "profile": runs_dir.name,
-        "torch": torch.__version__,
+        "versions": versions(),
         "tolerances": dict(TOLERANCES),
         "runs": extract(runs_dir),
     }
@@ -148,7 +176,8 @@ def compare(golden: dict, actual: dict[str, dict]) -> list[str]:
     for key in actual:
         if key not in golden["runs"]:
             problems.append(f"{key}: not in the golden file (regenerate it if the run was added on purpose)")
-    return problems
+    note = version_note(golden) if problems else None
+    return [note, *problems] if note else problems
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ What it fetches (:func:`plan`):
   ``datasets.load_dataset`` call the prepare step makes (one per Hub config of a
   ``cauldron`` dataset's ``subsets``), so its Arrow cache is ready.
 * ``lm-eval``  the dataset behind every lm-eval task the profile scores, read from the
-  task's YAML (lm-eval's own, or ours in evals/tasks/hub: ``dataset_path``,
+  task's YAML (lm-eval's own, or ours in evals/tasks/hub and evals/tasks/commonsense: ``dataset_path``,
   ``dataset_name``, ``dataset_kwargs``, and any ``metadata.extra_datasets`` it reads
   besides, e.g. GQA's pictures) and loaded the way lm-eval loads it.
 
@@ -70,14 +70,15 @@ class Item:
 def lm_eval_task_datasets(tasks: list[str]) -> dict[str, list[dict]]:
     """``{task: [{"path", "name", "kwargs", "split"}, ...]}`` from the task YAMLs (functions
     unresolved): the task's dataset, then its ``metadata.extra_datasets``. Tasks of
-    evals/tasks/hub (the VLM benchmarks) are looked up there, the others in lm-eval's index."""
+    evals/tasks/hub (the VLM benchmarks) and evals/tasks/commonsense (the commonsense generation
+    tasks) are looked up there, the others in lm-eval's index."""
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from .evaluate import STANDARD_TASKS
+    from .evaluate import STANDARD_TASKS, shipped_tasks
     from .vlm import hub_tasks
 
-    hub = hub_tasks()
+    hub = {**hub_tasks(), **shipped_tasks()}  # ours: evals/tasks/hub and evals/tasks/commonsense
     out: dict[str, list[dict]] = {}
     for t in [t for t in tasks if t in hub]:
         out[t] = _yaml_datasets(t, load_yaml(str(hub[t]), resolve_func=False, recursive=True), hub[t])

@@ -2,7 +2,7 @@
 
 Those files are the workflow (``Snakefile`` and ``workflow/``: rules, profiles, schemas,
 report captions), the workflow profiles (``config/*.yaml``), the lm-eval task YAMLs
-(``evals/tasks``, ``evals/tasks/hub`` with their Python helpers) and the paper's reference
+(``evals/tasks``, ``evals/tasks/hub`` and ``evals/tasks/commonsense`` with their Python helpers) and the paper's reference
 numbers (``results/paper``). In the repository they stay at the top level; a wheel
 carries the same tree as ``grades/_shipped/`` (``setup.py`` maps it), so :func:`root` is
 the checkout in one case and ``grades/_shipped`` in the other, and every path below it
@@ -48,6 +48,12 @@ def tasks_dir() -> Path:
 def hub_tasks_dir() -> Path:
     """lm-eval tasks over Hub datasets (``evals/tasks/hub``: GQA, VQAv2, COCO Caption, MMStar)."""
     return tasks_dir() / "hub"
+
+
+def commonsense_tasks_dir() -> Path:
+    """lm-eval tasks that score the eight commonsense benchmarks by generation, in the text of
+    commonsense-170k (``evals/tasks/commonsense``: ``cs_boolq``, ..., over Hub data)."""
+    return tasks_dir() / "commonsense"
 
 
 def snakefile() -> Path:

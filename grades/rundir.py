@@ -11,7 +11,8 @@ Layout under a profile's runs root (``results/runs/<profile>``)::
         grades_summary.json  the controller's summary
         model/ | adapter/    final weights
         eval.json            scores (grades.evaluate / grades.vlm evaluate)
-    <model>/base/eval.json   the model without fine-tuning
+        samples.jsonl        one record per scored test item (task, doc_id / id, acc or the task's metric)
+    <model>/base/eval.json   the model without fine-tuning (and its samples.jsonl)
 
         .lock                while a process writes the directory (grades.lock)
 
@@ -45,7 +46,7 @@ RUN_CONFIG = "run.yaml"
 TRAIN = "train.json"
 TRAIN_FAILED = "train_failed.json"
 EVAL = "eval.json"
-SAMPLES = "samples.jsonl"  # per-item scores (grades.evaluate --samples-out: wherever it is asked to)
+SAMPLES = "samples.jsonl"  # per-item scores, beside eval.json (grades.evaluate / grades.vlm --samples-out)
 SIGNALS = "signals.csv"
 EVENTS = "freeze_events.csv"
 SUMMARY = "grades_summary.json"
@@ -111,6 +112,35 @@ def read_json(path: Path, quiet: bool = False) -> dict | None:
             log(f"{path} does not hold a JSON object; ignoring it")
         return None
     return doc
+
+
+def read_jsonl(path: Path, quiet: bool = False) -> list[dict] | None:
+    """The JSON objects of a JSON-lines file, or None when it is missing or damaged (logged
+    unless ``quiet``); blank lines are skipped."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        if not quiet:
+            log(f"{path} is unreadable ({type(e).__name__}: {e}); ignoring it")
+        return None
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            if not quiet:
+                log(f"{path}:{i} is not JSON ({e}); ignoring the file")
+            return None
+        if not isinstance(rec, dict):
+            if not quiet:
+                log(f"{path}:{i} is not a JSON object; ignoring the file")
+            return None
+        out.append(rec)
+    return out
 
 
 def read_table(path: str | Path):
@@ -207,6 +237,10 @@ class RunDir:
 
     def eval(self, quiet: bool = False) -> dict | None:
         return read_json(self.path / EVAL, quiet)
+
+    def samples(self, quiet: bool = False) -> list[dict] | None:
+        """The per-item records of the evaluation (samples.jsonl beside eval.json), or None."""
+        return read_jsonl(self.path / SAMPLES, quiet)
 
     def run_config(self) -> dict:
         p = self.path / RUN_CONFIG

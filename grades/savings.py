@@ -53,6 +53,7 @@ from torch import nn
 
 from .components import LANGUAGE, Component
 from .config import ConfigError, closest
+from .flops.tally import unwrap
 from .freezer import base_optimizer, freeze_params
 
 
@@ -124,17 +125,6 @@ def prune_param_groups(optimizer) -> int:
     return removed
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    for _ in range(5):
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
-            break
-    return model
-
-
 def _detach_output(module, args, output):
     if isinstance(output, torch.Tensor):
         return output.detach()
@@ -152,7 +142,7 @@ class BackwardTruncation:
         self.model = model
         blocks, owner = language_blocks(model)
         self.blocks = [b for b, _, _ in blocks]
-        base = _unwrap(model)
+        base = unwrap(model)
         emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
         head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
         self._emb = emb

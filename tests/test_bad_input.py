@@ -250,6 +250,9 @@ WF_BAD = [
     # silent rewrites
     (["report", "baseline"], "Fp", ["report.baseline = 'Fp'", "did you mean 'FP'"]),
     (["settings", "LoRA", "baseline"], "FP-GradES", ["settings.LoRA.baseline", "did you mean 'FP+GradES'"]),
+    (["report", "paired_baseline"], "Lora", ["report.paired_baseline = 'Lora'", "did you mean 'LoRA'"]),
+    (["report", "equivalence_margin"], 0, ["equivalence_margin", "0"]),
+    (["report", "bootstrap_seed"], -1, ["bootstrap_seed = -1"]),
     (["datasets", "world-mc", "eval_tasks"], ["world_mcq"], ["'world_mcq'", "did you mean 'world_mc'"]),
     (["datasets", "world-mc", "eval_tasks"], ["boolq"], ["'boolq'", "lm_eval_tasks"]),
     (["datasets", "world-mc", "eval_tasks"], ["world_mc,boolq"], ["not one task name"]),
@@ -429,7 +432,7 @@ def test_models_prepare_refuses_a_parent_directory_out(tmp_path, capsys, monkeyp
 
 
 def test_lora_target_that_matches_nothing(capsys):
-    from conftest import build_tiny
+    from tinymodels import build_tiny
 
     from grades.models import apply_lora
 

@@ -12,7 +12,7 @@ import torch
 from grades import bench
 from grades.components import discover_components
 from grades.signals import SignalTracker
-from conftest import batch, build_tiny
+from tinymodels import batch, build_tiny
 
 
 # ------------------------------------------------------------------ schema

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import prepare_tiny
+from tinymodels import prepare_tiny
 import yaml
 
 from grades import ConfigError

@@ -9,19 +9,9 @@ from transformers import Trainer, TrainingArguments
 
 from grades import GradESCallback, GradESConfig
 from grades.freezer import base_optimizer
-from conftest import add_lora, build_tiny
+from tinymodels import TokenData, add_lora, build_tiny
 
 
-class _Data(torch.utils.data.Dataset):
-    def __init__(self, n=64, seq=16, vocab=128):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, vocab, (n, seq), generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
 def _train(model, tmp_path, cfg, max_steps=12):
@@ -29,7 +19,7 @@ def _train(model, tmp_path, cfg, max_steps=12):
                              learning_rate=1e-3, report_to=[], save_strategy="no", logging_strategy="no",
                              use_cpu=True, disable_tqdm=True, max_grad_norm=1.0, seed=0)
     cb = GradESCallback(cfg)
-    trainer = Trainer(model=model, args=args, train_dataset=_Data(), callbacks=[cb])
+    trainer = Trainer(model=model, args=args, train_dataset=TokenData(), callbacks=[cb])
     trainer.train()
     return cb, trainer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -98,9 +99,11 @@ def test_comparison_table_ranks_and_marks(runs_dir, tmp_path):
 def test_comparison_markdown_bold_best(runs_dir, tmp_path):
     C.write_comparison(runs_dir, tmp_path)
     md = (tmp_path / "comparison.md").read_text()
-    assert "## model-a (task_a)" in md and "## model-b" in md
+    assert "## model-a (task_a; protocol loglikelihood, metric acc)" in md and "## model-b" in md
     rows = {ln.split(" | ")[1]: ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln}
-    assert "**63.00 ± 1.41**" in rows["LoRA+GradES"]
+    # two seeds (62 and 64): the mean ± their standard deviation
+    assert "**63.00 ± 1.41 (sd, 2 seeds)**" in rows["LoRA+GradES"]
+    assert "| 60.00 ± 2.00 |" in rows["LoRA+ES"]  # one seed: ± its standard error
     assert "**80.0**" in rows["LoRA+Mine"] and "**1e+12**" in rows["LoRA+Mine"]
     assert "-3.00 ± 2.45 ≈" in rows["LoRA"] and "≈" not in rows["LoRA+Mine"]
     assert "| t, F |" in rows["LoRA+GradES"] and "| t |" in rows["LoRA+ES"] and "50/80" in rows["LoRA+ES"]
@@ -179,3 +182,175 @@ def test_base_far_below_the_runs_goes_to_the_legend_only():
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "base model (no fine-tuning):\n30.0 ± 2.0%, below the axis" in legend
 
+
+
+# ---------------------------------------------------------------- paired claims and their error bars
+def write_items(run_dir, correct):
+    """samples.jsonl of a run: one record per item of task_a (``correct``: 0/1 per item)."""
+    from grades.rundir import RunDir
+
+    RunDir(run_dir).write_samples([{"task": "task_a", "doc_id": i, "acc": float(c)} for i, c in enumerate(correct)])
+
+
+def flipped(correct, idx):
+    return [1 - c if i in idx else c for i, c in enumerate(correct)]
+
+
+@pytest.fixture
+def paired_dir(tmp_path):
+    """LoRA and LoRA+GradES (two seeds each, 400 items), LoRA+ES with LoRA's answers, and per-step times."""
+    root = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    flips = {}
+    for seed in (0, 1):
+        base = (rng.random(400) < 0.6).astype(int).tolist()
+        # GradES: 30 items won, 10 lost against the baseline of the same seed
+        wrong, right = [i for i, c in enumerate(base) if not c], [i for i, c in enumerate(base) if c]
+        idx = set(wrong[:30]) | set(right[:10])
+        flips[seed] = idx
+        g = flipped(base, idx)
+        d = write_run(root, "model-a", "lora", name="LoRA", mode="lora", method="none", acc=np.mean(base),
+                      time=200, seed=seed)
+        write_items(d, base)
+        d = write_run(root, "model-a", "lora-grades", name="LoRA+GradES", mode="lora", method="grades",
+                      acc=np.mean(g), time=150, seed=seed, frozen=0.5)
+        write_items(d, g)
+        if seed == 0:
+            d = write_run(root, "model-a", "lora-es", name="LoRA+ES", mode="lora", method="es", acc=np.mean(base),
+                          time=190, seed=0)
+            write_items(d, base)
+    # step times (3% noise), 80 steps each: LoRA 2.5 s a step; GradES the same until its first freeze
+    # at step 24, then faster (150 s in all)
+    for d in sorted(root.glob("model-a/*/seed*")):
+        t = json.loads((d / "train.json").read_text())
+        key = zlib.crc32(d.relative_to(root).as_posix().encode())  # the same noise wherever the test runs
+        noise = 1 + 0.03 * np.random.default_rng(key).standard_normal(80)
+        steps = np.full(80, 2.5)
+        if t["method"] == "grades":
+            steps[23:] = (150 - 23 * 2.5) / 57
+            t["grades"] = {"first_freeze_step": 24}
+        t["step_times_s"] = (steps * t["train_time_s"] / steps.sum() * noise).tolist()
+        (d / "train.json").write_text(json.dumps(t))
+    return root
+
+
+def test_comparison_carries_the_paired_claims(paired_dir, tmp_path):
+    from scipy.stats import binomtest
+
+    from grades.report.claims import ClaimOptions
+
+    C.write_comparison(paired_dir, tmp_path, options=ClaimOptions(margin=2.0))
+    tab = pd.read_csv(tmp_path / "comparison.csv").set_index("setting")
+    g = tab.loc["LoRA+GradES"]
+    # pooled over the two seeds: each seed wins 30 items and loses 10 of 400
+    assert g["paired_baseline"] == "LoRA" and g["paired_n"] == 400 and g["paired_seeds"] == 2
+    assert g["paired_diff"] == pytest.approx(100 * 20 / 400)
+    assert g["paired_lo"] < g["paired_diff"] < g["paired_hi"]
+    assert g["mcnemar_p"] == pytest.approx(binomtest(int(g["worse"]), int(g["better"] + g["worse"])).pvalue)
+    assert g["margin"] == 2.0 and g["verdict"] == "different"
+    es = tab.loc["LoRA+ES"]  # the same answers as LoRA on every item: equivalent within 2 points
+    assert es["paired_diff"] == 0 and es["verdict"] == "equivalent"
+    assert pd.isna(tab.loc["LoRA", "paired_diff"])  # the baseline itself
+    # speed: 200 s against 150 s, with an interval from the step times
+    assert g["speedup_vs_own"] == pytest.approx(200 / 150, rel=1e-5)  # the CSV keeps 6 digits
+    assert g["speedup_vs_own_lo"] < g["speedup_vs_own"] < g["speedup_vs_own_hi"]
+    assert g["speedup_vs_own_verdict"] == "faster"
+    md = (tmp_path / "comparison.md").read_text()
+    assert "Δ best" not in md.split("## model-a")[1]
+    assert "| Δ vs baseline [95% CI] | McNemar p | TOST p (±2) | verdict | MDD |" in md
+    rows = {ln.split(" | ")[1]: ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln}
+    assert f"+5.00 [{g['paired_lo']:+.2f}, {g['paired_hi']:+.2f}] vs LoRA (400 items, 2 seeds)" in rows["LoRA+GradES"]
+    assert "| different |" in rows["LoRA+GradES"] and "| equivalent |" in rows["LoRA+ES"]
+    assert f"{g['speedup_vs_own']:.2f}x [{g['speedup_vs_own_lo']:.2f}, {g['speedup_vs_own_hi']:.2f}] | faster |" \
+        in rows["LoRA+GradES"]
+
+
+def test_pareto_error_bars_are_the_paired_intervals_per_seed(paired_dir):
+    from grades.report.claims import load_claims
+    from grades.report.runs import collect
+    from grades.rundir import finished_runs
+
+    train, evals = collect(paired_dir)
+    pts = C.run_points(train, evals)
+    claims = load_claims(finished_runs(paired_dir), pools=C.protocol_pools(evals))  # as write_comparison does
+    fig = C.pareto_figure(pts, "model-a", None, claims)
+    ax = fig.axes[0]
+    bars = {}
+    for cont, (_, r) in zip(ax.containers, pts.iterrows()):
+        segs = cont.lines[2][0].get_segments() if cont.lines[2] else []
+        bars[(r["setting"], r["seed"])] = (r["acc"], segs[0][:, 1] if segs else None)
+    per = claims.per_seed.set_index(["setting", "seed"])
+    for seed in (0, 1):
+        acc, ys = bars[("LoRA+GradES", seed)]
+        c = per.loc[("LoRA+GradES", seed)]
+        assert c["paired_diff"] == pytest.approx(5.0)  # 30 won, 10 lost in each seed
+        # the bar is the seed's own paired interval, drawn around the run's accuracy
+        assert sorted(ys) == pytest.approx([acc - (c["paired_diff"] - c["paired_lo"]),
+                                            acc + (c["paired_hi"] - c["paired_diff"])])
+        assert bars[("LoRA", seed)][1] is None  # the baseline: the reference, no bar
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("error bars: 95% paired interval") for t in legend)
+
+
+def test_accuracy_and_efficiency_tables_carry_the_claims(paired_dir, tmp_path):
+    """The same runs through `grades.report tables`: accuracy.{csv,md} and efficiency.{csv,md}."""
+    rc = report_main(["tables", "--runs", str(paired_dir), "--out", str(tmp_path), "--baseline", "LoRA",
+                      "--margin", "0.5", "--bootstrap-seed", "3"])
+    assert rc == 0
+    acc = pd.read_csv(tmp_path / "accuracy.csv").set_index("setting")
+    g = acc.loc["LoRA+GradES"]
+    assert g["paired_baseline"] == "LoRA" and g["paired_diff"] == pytest.approx(5.0) and g["margin"] == 0.5
+    assert g["seeds"] == 2 and g["acc_sd_seeds"] == pytest.approx(
+        100 * np.std([json.loads((paired_dir / "model-a" / "lora-grades" / f"seed{k}" / "eval.json").read_text())
+                      ["tasks"]["task_a"]["acc"] for k in (0, 1)], ddof=1), rel=1e-4)
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "| Δ vs baseline [95% CI] | McNemar p | TOST p (±0.5) | verdict | MDD |" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| model-a | LoRA+GradES |"))
+    assert "(sd, 2 seeds)" in row and "vs LoRA (400 items, 2 seeds)" in row and "| different |" in row
+    es = next(ln for ln in md.splitlines() if ln.startswith("| model-a | LoRA+ES |"))
+    # identical answers on 400 items cannot show a difference within half a point: the chance of no
+    # disagreement among 400 items if 0.5% of them disagreed is 0.995^400 = 0.13
+    assert f"| {0.995 ** 400:.2f} | undecided (too few items) |" in es
+    eff = pd.read_csv(tmp_path / "efficiency.csv").set_index("setting")
+    e = eff.loc["LoRA+GradES"]
+    assert e["speedup_vs_LoRA_lo"] < e["speedup_vs_LoRA"] < e["speedup_vs_LoRA_hi"]
+    assert e["own_baseline"] == "LoRA" and e["speedup_vs_own_verdict"] == "faster"
+    emd = (tmp_path / "efficiency.md").read_text()
+    erow = next(ln for ln in emd.splitlines() if ln.startswith("| model-a | LoRA+GradES |"))
+    assert f"{e['speedup_vs_LoRA']:.2f}x [{e['speedup_vs_LoRA_lo']:.2f}, {e['speedup_vs_LoRA_hi']:.2f}] faster" in erow
+    # LoRA+ES: 190 s against 200 s, the same work all along (no freeze): its interval decides
+    es_verdict = eff.loc["LoRA+ES", "speedup_vs_own_verdict"]
+    assert es_verdict in ("faster", "indistinguishable from 1", "confounded (identical steps differ)")
+
+
+def test_each_protocols_table_carries_its_own_claims(tmp_path):
+    """A model scored under two protocols: each accuracy table pools only its own tasks' items."""
+    from grades.rundir import RunDir
+
+    root = tmp_path / "runs"
+    rng = np.random.default_rng(5)
+    base = {"task_a": (rng.random(400) < 0.5).astype(int).tolist(), "cs_b": (rng.random(200) < 0.5).astype(int).tolist()}
+    # GradES: 20 more right of task_a's 400 items (+5 points), 10 fewer of cs_b's 200 (-5 points)
+    won = set([i for i, c in enumerate(base["task_a"]) if not c][:20])
+    lost = set([i for i, c in enumerate(base["cs_b"]) if c][:10])
+    grades = {"task_a": flipped(base["task_a"], won), "cs_b": flipped(base["cs_b"], lost)}
+    for slug, name, method, answers in (("lora", "LoRA", "none", base), ("lora-grades", "LoRA+GradES", "grades", grades)):
+        d = write_run(root, "m", slug, name=name, mode="lora", method=method, acc=0.5)
+        ev = {"tasks": {"task_a": {"acc": np.mean(answers["task_a"]), "acc_stderr": 0.02, "n": 400,
+                                   "protocol": "loglikelihood", "metric": "acc", "score": np.mean(answers["task_a"])},
+                        "cs_b": {"exact_match": np.mean(answers["cs_b"]), "n": 200, "protocol": "commonsense-generation",
+                                 "metric": "exact_match", "score": np.mean(answers["cs_b"])}}}
+        (d / "eval.json").write_text(json.dumps(ev))
+        RunDir(d).write_samples([{"task": "task_a", "doc_id": i, "acc": float(c)} for i, c in enumerate(answers["task_a"])]
+                                + [{"task": "cs_b", "doc_id": i, "exact_match": float(c)}
+                                   for i, c in enumerate(answers["cs_b"])])
+    assert report_main(["tables", "--runs", str(root), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t" / "accuracy.md").read_text()
+    def row(protocol):  # the GradES row of that protocol's table
+        block = md.split(f"**Protocol: {protocol}**")[1].split("**Protocol:")[0]
+        return next(ln for ln in block.splitlines() if ln.startswith("| m | LoRA+GradES |"))
+
+    assert "| +5.00 [" in row("loglikelihood") and "vs LoRA (400 items)" in row("loglikelihood")
+    assert "| -5.00 [" in row("commonsense-generation") and "vs LoRA (200 items)" in row("commonsense-generation")
+    acc = pd.read_csv(tmp_path / "t" / "accuracy.csv").set_index(["setting", "task"])
+    assert acc.loc[("LoRA+GradES", "cs_b"), "paired_diff"] == pytest.approx(-5.0)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from grades.components import UnknownArchitectureError, discover_components, summarize
-from conftest import add_lora, build_tiny
+from tinymodels import add_lora, build_tiny
 
 
 @pytest.mark.parametrize("arch,per_layer", [("qwen3", 7), ("llama", 7), ("mistral", 7), ("phi3", 4)])

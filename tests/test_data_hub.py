@@ -68,8 +68,16 @@ def test_commonsense_rows_become_prompt_target_items(tmp_path, monkeypatch):
     allrows = train + load_split(out, "validation") + load_split(out, "test")
     assert sorted(r["id"] for r in allrows) == sorted(f"cs170k-{i}" for i in range(len(CS_ROWS)))
     last = next(r for r in allrows if r["id"] == f"cs170k-{len(CS_ROWS) - 1}")
-    assert last["prompt"] == "Choose the ending. Ending1: a Ending2: b\nextra context\nAnswer:"
-    assert last["target"] == " the correct answer is ending2" and last["answer"] == "ending2"
+    # the Alpaca prompt of grades.data.commonsense (the text the cs_* tasks score), with the input
+    assert last["prompt"] == ("Below is an instruction that describes a task, paired with an input that provides "
+                              "further context. Write a response that appropriately completes the request.\n\n"
+                              "### Instruction:\nChoose the ending. Ending1: a Ending2: b\n\n### Input:\n"
+                              "extra context\n\n### Response:\n")
+    assert last["target"] == "the correct answer is ending2" and last["answer"] == "ending2"
+    first = next(r for r in allrows if r["id"] == "cs170k-0")  # no input: the shorter prompt
+    assert first["prompt"] == ("Below is an instruction that describes a task. Write a response that appropriately "
+                               f"completes the request.\n\n### Instruction:\n{CS_ROWS[0]['instruction']}\n\n"
+                               "### Response:\n")
     # training formats these items verbatim
     assert format_prompt(last) == last["prompt"] and format_target(last) == last["target"]
     # deterministic: the same seed gives the same split

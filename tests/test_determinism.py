@@ -107,6 +107,12 @@ def test_golden_update_check_and_tolerances(tmp_path, capsys):
                  "freeze step of k"):
         assert what in text, text
     assert len(problems) == 6, text
+    # the same differences against a golden file made with another transformers: named first
+    other = {**doc, "versions": {**doc["versions"], "transformers": "0.0.1"}}
+    problems = golden.compare(other, bad)
+    assert len(problems) == 7 and problems[0].startswith("installed versions differ"), problems[0]
+    assert "transformers" in problems[0] and "0.0.1" in problems[0] and "torch" not in problems[0]
+    assert golden.compare(other, ok) == []  # no difference in numbers: no note either
 
     (runs / "m" / "fp" / "seed0" / "train.json").unlink()
     assert golden.main(["check", str(runs), str(gold)]) == 1

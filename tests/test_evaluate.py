@@ -100,7 +100,7 @@ def test_local_templates_mirror_lm_eval_social_iqa(tmp_path):
     from lm_eval.tasks._yaml_loader import load_yaml
     import lm_eval
 
-    assert set(ev.local_tasks()) == {"world_mc", "siqa_local", "shapes_gen"}
+    assert set(ev.local_tasks()) == {"world_mc", "siqa_local", "shapes_gen", "cs_siqa_local"}
     assert not (tasks_dir().parent / "__init__.py").exists()  # `evals` is a data dir
     d = tmp_path / 'we"ird dir'
     ev.render_tasks({"siqa_local": d, "world_mc": tmp_path / "w"}, tmp_path / "inc",
@@ -347,12 +347,12 @@ def _vllm_stand_in(monkeypatch, shift: float = 0.0, fail: bool = False) -> list[
 
     real, calls = lora_check.run_lm_eval, []
 
-    def run(model_dir, adapter_dir, names, std, data_dirs, opts, tokenizer=None):
+    def run(model_dir, adapter_dir, names, std, data_dirs, opts, tokenizer=None, shipped=()):
         calls.append((opts.backend, adapter_dir is not None, opts.limit, Path(model_dir).name))
         if opts.backend == "vllm" and adapter_dir is not None and fail:
             raise ValueError("LoRA is not supported with prompt_logprobs")
         res, t = real(model_dir, adapter_dir, names, std, data_dirs,
-                      dataclasses.replace(opts, backend="hf", device="cpu"), tokenizer=tokenizer)
+                      dataclasses.replace(opts, backend="hf", device="cpu"), tokenizer=tokenizer, shipped=shipped)
         if opts.backend == "vllm" and adapter_dir is not None:
             for ss in res["samples"].values():
                 for s in ss:

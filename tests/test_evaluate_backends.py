@@ -21,7 +21,10 @@ from grades import workflow as gw
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-TASKS = ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande", "openbookqa", "arc_challenge", "arc_easy"]
+# the paper profile's two protocols: the commonsense generation tasks first, lm-eval's own second
+TASKS = ["cs_boolq", "cs_piqa", "cs_siqa", "cs_hellaswag", "cs_winogrande", "cs_openbookqa", "cs_arc_challenge",
+         "cs_arc_easy", "boolq", "piqa", "social_iqa", "hellaswag", "winogrande", "openbookqa", "arc_challenge",
+         "arc_easy"]
 COMMON = {"tasks": TASKS, "num_fewshot": 0, "batch_size": 32, "limit": None, "use_cache": None,
           "cache_requests": False, "bootstrap_iters": 100000, "log_samples": True, "task_manager": None,
           "random_seed": 0, "numpy_random_seed": 0, "torch_random_seed": 0, "fewshot_random_seed": 0}

@@ -14,7 +14,7 @@ import random
 
 import pytest
 import torch
-from conftest import add_lora, batch, build_tiny
+from tinymodels import add_lora, batch, build_tiny
 from torch.utils.flop_counter import FlopCounterMode
 
 from grades.components import discover_components

@@ -192,7 +192,7 @@ def test_matched_table_pairs_each_method_with_its_budgets(runs_dir, tmp_path):
     assert tab.loc["flops", "flops_ratio"] == pytest.approx(1.0)
     assert (tab["steps_method"] == 120).all() and tab.loc["flops", "steps_baseline"] == 90
     assert (tab["seeds"] == 2).all()
-    assert tab["p_value"].isna().all() and tab["test"].str.contains("issue 22").all()  # the call site waits
+    assert tab["p_value"].isna().all() and (tab["verdict"] == "no per-item records").all()  # no samples.jsonl
     md = paths["comparison.md"].read_text()
     assert "## Matched budgets" in md and "| m | FP+GradES | FP@matched-flops(FP+GradES) | training FLOPs |" in md
     # the matched runs are rows of the comparison itself, too
@@ -201,6 +201,24 @@ def test_matched_table_pairs_each_method_with_its_budgets(runs_dir, tmp_path):
     for ext in ("png", "pdf"):
         assert paths[f"matched_m.{ext}"].stat().st_size > 1000
     assert paths["matched_m.png"].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_paired_test_pairs_the_method_with_the_matched_run_item_by_item(runs_dir, tmp_path):
+    """With per-item records the matched rows carry grades.report.paired's interval and McNemar p."""
+    from grades.rundir import RunDir
+
+    n = 300
+    for seed in (0, 1):
+        for slug, right in (("fp-grades", 240), ("fp-matched-flops-fp-grades", 200), ("fp", 240),
+                            ("fp-matched-fp-grades", 240)):
+            RunDir(runs_dir / "m" / slug / f"seed{seed}").write_samples(
+                [{"task": "t", "doc_id": i, "acc": float(i < right)} for i in range(n)])
+    tab = pd.read_csv(C.write_comparison(runs_dir, tmp_path / "t", None, matched=True)["matched.csv"])
+    flops = tab.set_index("budget").loc["flops"]
+    # FP+GradES right on 40 more items of 300 than FP@matched-flops, in both seeds: +13.3 points, certain
+    assert 0 < flops["delta_ci_low"] <= 40 / 3 <= flops["delta_ci_high"] and flops["p_value"] < 1e-6
+    same = tab.set_index("budget").loc["steps"]  # the same items right: no difference
+    assert same["delta_ci_low"] == same["delta_ci_high"] == 0 and same["p_value"] == 1
 
 
 def test_matched_figure_draws_one_line_per_pair(runs_dir):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import add_lora, build_tiny
+from tinymodels import add_lora, build_tiny
 from grades.config import ConfigError
 from grades.controller import Controller
 from grades.methods import REGISTRY, build_method
@@ -312,7 +312,7 @@ def test_bottom_k_all_layers_stops_and_too_many_is_an_error():
 # ----------------------------------------------- a user's method, end to end
 def test_toy_method_runs_through_train_run(tmp_path):
     import toy_method  # noqa: F401  (registers "toy")
-    from conftest import prepare_tiny
+    from tinymodels import prepare_tiny
     from grades.train import load_run_config, run
 
     _, model_dir, data_dir = prepare_tiny(tmp_path, data={"n_train": 16, "n_validation": 4, "n_test": 4,

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import add_lora, batch, build_tiny
+from tinymodels import add_lora, batch, build_tiny
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import batch, build_tiny
+from tinymodels import batch, build_tiny
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from grades import GradESCallback, GradESConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from conftest import prepare_tiny
+from tinymodels import prepare_tiny
 import torch
 
 from grades.config import ConfigError

@@ -85,6 +85,20 @@ def test_default_profile_runs_the_smoke_profile_locally(tmp_path):
     assert "torch.distributed.run" not in out and "gpu=0" in out
 
 
+def test_seeds_overlay_runs_every_setting_with_three_seeds(tmp_path):
+    """config/seeds.yaml after a profile: three seeds of every run, and the tables pass the claims' options."""
+    cfg = copy.deepcopy(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
+    cfg.update(yaml.safe_load((ROOT / "config" / "seeds.yaml").read_text()))  # Snakemake's merge of --configfile
+    assert sorted({r.seed for r in gw.runs(gw.load(cfg))}) == [0, 1, 2]
+    out = dry_run("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                  str(ROOT / "config" / "smoke.yaml"), str(ROOT / "config" / "seeds.yaml"), "-p", "tables")
+    stats = job_stats(out)
+    assert stats["train"] == 8 * 3  # two models, four settings, three seeds
+    assert "results/runs/smoke/tiny-qwen3/lora-grades/seed2/train.json" in out
+    tables = next(ln for ln in out.splitlines() if " -m grades.report tables " in ln)
+    assert "--margin 1 --bootstrap-seed 0" in tables and "--paired-baseline" not in tables
+
+
 # ------------------------------------------------------------------ prefetch
 def fake_tasks(tasks):
     table = {"boolq": ("aps/super_glue", "boolq"), "piqa": ("baber/piqa", None),
@@ -115,6 +129,9 @@ def test_plan_lists_every_hub_download_once():
     assert vq.used_by == ("datasets.cauldron", "datasets.cauldron-vqa")
     lm = [(i.id, i.name, i.split) for i in items if i.kind == "lm-eval"]
     assert ("allenai/ai2_arc", "ARC-Challenge", None) in lm and ("aps/super_glue", "boolq", None) in lm
+    # both protocols read the same Hub copies: one download serves cs_arc_challenge and arc_challenge
+    arc = next(i for i in items if i.kind == "lm-eval" and i.name == "ARC-Challenge")
+    assert arc.used_by == ("lm-eval:arc_challenge", "lm-eval:cs_arc_challenge")
     # the VLM benchmarks of evals/tasks/hub, GQA's pictures (metadata.extra_datasets) included; the six
     # MMStar categories read one dataset
     text_only = {"aps/super_glue", "baber/piqa", "lighteval/siqa", "Rowan/hellaswag", "allenai/winogrande",

@@ -26,6 +26,7 @@ FIGURES = ["fig1_layer_signals", "fig3_frozen_fraction", "fig4_signal_by_kind", 
            "pareto_tiny-qwen3", "matched_tiny-qwen3"]
 #: every file the smoke profile's report lists (its main target and `compare`)
 FILES = [f"{t}.{e}" for t in TABLES for e in ("csv", "md")] + [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
+FILES.append("runs.md")  # every planned run and its status (runs.csv is the tables' input, not in the report)
 
 
 def snakemake(work: Path, *args: str) -> str:
@@ -49,6 +50,8 @@ def fake_outputs(work: Path) -> None:
     for t in TABLES:
         (tables / f"{t}.csv").write_text("model,setting,acc\ntiny-qwen3,FP,50.0\n")
         (tables / f"{t}.md").write_text("| model | setting | acc |\n|---|---|---|\n| tiny-qwen3 | FP | 50.0 |\n")
+    (tables / "runs.csv").write_text("model,setting,seed,status\ntiny-qwen3,FP,0,ok\n")
+    (tables / "runs.md").write_text("| model | setting | seed | status |\n|---|---|---|---|\n| tiny-qwen3 | FP | 0 | ok |\n")
     for f in FIGURES:
         fig = plt.figure(figsize=(2, 2))
         plt.plot([0, 1], [1, 0])

@@ -93,8 +93,27 @@ def test_comparison_shows_zero_differences(tables):
     assert len(bench) == 240 and bench["diff"].abs().max() < 1e-9
     assert cmp[cmp["benchmark"] == "avg"]["diff"].abs().max() <= 0.0100001
     md = (out / "paper_comparison.md").read_text()
-    assert "| Qwen3-14B | FP | 91.07 / 91.07 (+0.00) |" in md
+    # our 95% interval on 1000 items (Wilson's score interval, written out here) holds the paper's value
+    z, n, x = 1.959963984540054, 1000, 0.9107
+    centre, half = (x + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * (x * (1 - x) / n + z * z / (4 * n * n)) ** 0.5
+    assert f"| Qwen3-14B | FP | 91.07 / 91.07 (+0.00) ✓ [{100 * (centre - half):.2f}, {100 * (centre + half):.2f}] |" in md
     assert re.search(r"240 benchmark cells compared: mean difference \+0\.00, mean \|difference\| 0\.00", md)
+    bench = cmp[cmp["benchmark"] != "avg"]
+    assert bench["reproduced"].all() and cmp[cmp["benchmark"] == "avg"]["reproduced"].isna().all()
+    assert "* Qwen3-14B: 48 of 48 cells reproduced (the paper's value inside our 95% interval)." in md
+
+
+def test_a_cell_outside_our_interval_is_not_reproduced():
+    from grades.report.claims import paper_cells, reproduced_summary
+
+    cmp = pd.DataFrame({"model": "M", "method": "FP", "benchmark": ["boolq", "piqa", "avg"],
+                        "ours": [60.0, 60.0, 60.0], "paper": [62.0, 66.0, 64.0], "n": [400, 400, float("nan")]})
+    cells = paper_cells(cmp)
+    # on 400 items 60% has a Wilson interval of about +-4.8 points: 62 inside, 66 outside
+    assert cells["reproduced"].tolist() == [True, False, None]
+    assert cells["lo"].iloc[0] < 60 < cells["hi"].iloc[0] and cells["hi"].iloc[0] - cells["lo"].iloc[0] > 9
+    assert reproduced_summary(cells) == ["M: 1 of 2 cells reproduced (the paper's value inside our 95% interval)."]
+    assert rp._ours_paper(60.0, 66.0, -6.0, rp._verdict(cells.iloc[1])).startswith("60.00 / 66.00 (-6.00) ✗ [")
 
 
 def test_efficiency_speedups_reproduce_the_paper(tables):
@@ -110,7 +129,9 @@ def test_efficiency_speedups_reproduce_the_paper(tables):
     q = e[(e["model"] == "Qwen3-0.6B") & (e["method"] == "LoRA+GradES")].iloc[0]
     assert q["avg_accuracy_paper"] == 67.37 and round(q["avg_accuracy_ours"], 2) == 67.30
     md = (out / "paper_efficiency.md").read_text()
-    assert "| Qwen3-0.6B | LoRA+GradES | 907 | 907 | 7.22x | 7.22x | +0.00 |" in md
+    # fabricated runs have no per-step times and one seed: no interval, so no verdict on the paper's speedup
+    assert "| Qwen3-0.6B | LoRA+GradES | 907 | 907 | 7.22x no interval | 7.22x | +0.00 |" in md
+    assert paper["speedup_paper_inside"].isna().all()
 
 
 def test_without_runs_the_comparison_says_so(tmp_path):
@@ -151,3 +172,61 @@ def test_multimodal_table_shows_the_papers_scores_and_ours_beside():
     assert mm["ours"].notna().sum() == 1
     md = multimodal_markdown(mm)
     assert "| FP | 71.00 / 75.69 (-4.69) | 81.00 | 41.38 |" in md and "have not finished" not in md
+
+
+def test_our_speedup_interval_judges_the_papers_speedup():
+    _, paper_eff = rp.load_paper(PAPER_DIR)
+    p = paper_eff.dropna(subset=["speedup_vs_fp"]).iloc[0]
+    eff = pd.DataFrame([{"model": "ours", "setting": p["method"], "total_time_s": 100.0, "flops_ratio_vs_FP": 0.9,
+                         "speedup_vs_FP": p["speedup_vs_fp"] - 0.05, "speedup_vs_FP_lo": p["speedup_vs_fp"] - 0.1,
+                         "speedup_vs_FP_hi": p["speedup_vs_fp"] + 0.01, "speedup_vs_FP_verdict": "faster"}])
+    empty = rp.ours_long(pd.DataFrame(), {})  # no accuracies of ours
+    e = rp.efficiency_comparison(eff, paper_eff, {"ours": p["model"]}, empty).set_index(["model", "method"])
+    r = e.loc[(p["model"], p["method"])]
+    assert r["speedup_paper_inside"] is True
+    assert rp._speedup_ours(r).endswith("] faster ✓")
+    eff["speedup_vs_FP_hi"] = p["speedup_vs_fp"] - 0.01  # the paper's speedup now above our interval
+    r = rp.efficiency_comparison(eff, paper_eff, {"ours": p["model"]}, empty).set_index(["model", "method"]).loc[
+        (p["model"], p["method"])]
+    assert r["speedup_paper_inside"] is False and rp._speedup_ours(r).endswith(" ✗")
+
+
+# ------------------------------------------------------------------ the split check
+PLANNED = [f"cs_{b}" for b in rp.BENCHMARKS] + ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande",
+                                                  "openbookqa", "arc_challenge", "arc_easy"]
+
+
+def test_split_check_before_any_run_flags_lm_evals_arc_test_splits(tmp_path):
+    (tmp_path / "runs").mkdir()
+    write_tables(tmp_path / "runs", tmp_path / "t", "FP", PAPER_DIR, PAPER_MODELS, planned_tasks=PLANNED)
+    check = pd.read_csv(tmp_path / "t" / "paper_splits.csv").set_index(["benchmark", "protocol"])
+    gen, ll = "commonsense-generation", "loglikelihood"
+    assert check.loc[("arc_challenge", gen), "verdict"] == "ok (planned)"
+    assert int(check.loc[("arc_challenge", gen), "n_ours"]) == 299 and check.loc[("arc_challenge", gen), "fit_ours"] == 30
+    assert check.loc[("arc_challenge", ll), "verdict"] == "mismatch (planned)"
+    assert check.loc[("arc_challenge", ll), "fit_ours"] == 3 and int(check.loc[("arc_easy", ll), "n_ours"]) == 2376
+    assert check.loc[("hellaswag", gen), "verdict"] == "uninformative (planned)"
+    assert check.loc[("piqa", gen), "fits"] == "validation 1838: 30/30; llm-adapters 1830: 6/30"
+    assert (check.xs(gen, level="protocol")["verdict"] != "mismatch (planned)").all()
+    assert "**mismatch (planned)**" in (tmp_path / "t" / "paper_splits.md").read_text()
+
+
+def test_split_check_of_scored_runs_flags_the_comparison(tables):
+    out, _ = tables  # the fabricated runs scored 1,000 items per benchmark: no split of that size
+    check = pd.read_csv(out / "paper_splits.csv").set_index("benchmark")
+    assert check.loc["arc_challenge", "verdict"] == "mismatch" and check.loc["arc_challenge", "fit_ours"] == 4
+    assert check.loc["openbookqa", "verdict"] == "ok"  # 500 | 1000: every value fits both
+    md = (out / "paper_comparison.md").read_text()
+    assert "**Protocol: loglikelihood** (metric: acc)" in md and "| ARC-c ⚠ |" in md and "| OBQA |" in md
+    assert "⚠ ARC-c: we scored 1000 items (arc_challenge, ? split): 4 of the paper's 30 values fit that" in md
+    cmp = pd.read_csv(out / "paper_comparison.csv")
+    assert set(cmp["protocol"]) == {"loglikelihood"}
+    assert set(cmp[cmp["benchmark"] == "arc_challenge"]["split_check"]) == {"mismatch"}
+
+
+def test_split_fit_arithmetic():
+    from grades.report.splits import fits
+
+    assert fits(94.31, 299) and not fits(94.31, 1172)  # 282/299 = 94.314
+    assert fits(100.0, 299) and fits(0.0, 299) and not fits(50.0, 299) and fits(50.0, 300)
+    assert all(fits(x / 100, 10_042) for x in range(0, 10_001, 7))  # from 10,000 items on every value fits

@@ -63,6 +63,9 @@ def assert_same_run(a: dict, b: dict, *, exact_losses: bool = True) -> None:
     ta, tb = a["train"], b["train"]
     assert ta["status"] == tb["status"] == "ok"
     assert ta["steps_run"] == tb["steps_run"] and ta["tokens"] == tb["tokens"]
+    # one training time per step, kept across a resume (the report's speed intervals read them)
+    assert len(ta["step_times_s"]) == len(tb["step_times_s"]) == ta["steps_run"]
+    assert all(x > 0 for x in ta["step_times_s"] + tb["step_times_s"])
     assert [s for s, _ in ta["loss_curve"]] == [s for s, _ in tb["loss_curve"]]
     for (_, x), (_, y) in zip(ta["loss_curve"], tb["loss_curve"]):
         assert abs(x - y) <= 1e-5 * max(1.0, abs(x)), (x, y)
@@ -92,6 +95,9 @@ def reference(tiny):
     # the scenario needs freezes before, between and after the kill points
     assert steps[0] > 10 and any(20 < s <= 30 for s in steps) and steps[-1] > 30, steps
     assert rec["resumed_from_steps"] == [] and not (d / "ref" / ".checkpoints").exists()
+    # the steps' times are the training time, less what the loop spends between steps
+    assert len(rec["step_times_s"]) == STEPS and 0.8 * rec["train_time_s"] < sum(rec["step_times_s"]) <= \
+        rec["train_time_s"] + 1e-6
     return outputs(d / "ref")
 
 
@@ -238,20 +244,10 @@ def test_checkpoint_holds_the_full_state(tiny):
 
 
 # ------------------------------------------------------------ the HF callback
-class _Tokens(torch.utils.data.Dataset):
-    def __init__(self, n=64, seq=16, vocab=128):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, vocab, (n, seq), generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
 def _hf_train(out: Path, *, stop_at: int | None = None, resume: str | None = None, **cb_kw):
-    from conftest import build_tiny
+    from tinymodels import TokenData, build_tiny
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from grades import GradESCallback, GradESConfig
@@ -266,7 +262,7 @@ def _hf_train(out: Path, *, stop_at: int | None = None, resume: str | None = Non
                              use_cpu=True, disable_tqdm=True, max_grad_norm=1.0, seed=0)
     cb = GradESCallback(GradESConfig(tau=5.6, alpha=0.25), **cb_kw)  # freezes at steps 5, 11 and 12
     callbacks = [cb] + ([Interrupt()] if stop_at else [])
-    trainer = Trainer(model=build_tiny("qwen3"), args=args, train_dataset=_Tokens(), callbacks=callbacks)
+    trainer = Trainer(model=build_tiny("qwen3"), args=args, train_dataset=TokenData(), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
     return cb, trainer
 

@@ -14,7 +14,7 @@ from grades.flops import step_flops
 from grades.freezer import Freezer
 from grades.methods import build_method
 from grades.savings import Savings, SavingsConfig, prune_param_groups
-from conftest import add_lora, batch, build_tiny, prepare_tiny
+from tinymodels import add_lora, batch, build_tiny, prepare_tiny
 
 LAYERS = 3
 

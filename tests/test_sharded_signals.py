@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 
 def _models():
-    from conftest import build_tiny
+    from tinymodels import build_tiny
 
     return {"dense": build_tiny("qwen3", intermediate_size=63, hidden_size=32, num_attention_heads=2,
                                 num_key_value_heads=1),

@@ -5,7 +5,7 @@ import torch
 
 from grades.components import discover_components
 from grades.signals import SignalTracker
-from conftest import add_lora, batch, build_tiny
+from tinymodels import add_lora, batch, build_tiny
 
 
 def _backward(model, seed):

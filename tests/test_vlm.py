@@ -389,7 +389,7 @@ def test_vllm_backend_merges_the_adapter_first(tiny, shapes_dir, tmp_path, monke
         return {t: {"metric": "vqa_acc", "score": 0.5, "vqa_acc": 0.5, "n": 2} for t in tasks}
 
     monkeypatch.setattr(vlm.evaluate, "run_lm_eval", fake_run)  # where evaluate_vlm looks it up
-    s = vlm.evaluate_vlm(tiny, None, task="vqav2", adapter=tmp_path / "adapter", backend="vllm",
+    vlm.evaluate_vlm(tiny, None, task="vqav2", adapter=tmp_path / "adapter", backend="vllm",
                          vllm={"tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": None},
                          out=tmp_path / "eval.json")
     assert seen["adapter"] is None and seen["backend"] == "vllm" and seen["same"] and seen["tasks"] == ["vqav2"]

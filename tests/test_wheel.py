@@ -60,7 +60,9 @@ def test_wheel_holds_the_package_and_its_data(installed):
     shipped = ["Snakefile", "workflow/schemas/config.schema.yaml", "workflow/profiles/slurm/config.yaml",
                "workflow/profiles/default/config.yaml", "workflow/report/workflow.rst", "config/config.yaml",
                "config/smoke.yaml", "config/paper.yaml", "evals/tasks/world_mc.yaml", "evals/tasks/shapes_images.py",
-               "evals/tasks/hub/gqa.yaml", "evals/tasks/hub/vlm_bench.py", "results/paper/thresholds.csv"]
+               "evals/tasks/hub/gqa.yaml", "evals/tasks/hub/vlm_bench.py", "results/paper/thresholds.csv",
+               "evals/tasks/cs_siqa_local.yaml", "evals/tasks/cs_local.py", "evals/tasks/commonsense/cs_boolq.yaml",
+               "evals/tasks/commonsense/_cs_template_yaml", "evals/tasks/commonsense/cs_protocol.py"]
     shipped += [p.relative_to(ROOT).as_posix() for p in (ROOT / "workflow" / "rules").glob("*.smk")]
     missing = [f for f in shipped if f"grades/_shipped/{f}" not in names]
     assert not missing, f"data files missing from the wheel: {missing}"
@@ -111,13 +113,17 @@ def test_editable_install_finds_the_checkout(tmp_path):
     """`pip install -e .` (scripts/setup.sh): the package and its data files are the checkout's
     (here a copy of it, so that the checkout gets no egg-info)."""
     import os
+    import sysconfig
 
     src = copy_sources(tmp_path / "checkout")
     site = install_editable(src, tmp_path / "prefix")
     code = (f"import site, sys; sys.path[:] = [p for p in sys.path if p not in ('', {str(ROOT)!r})]; "
-            f"site.addsitedir({str(site)!r}); import grades.resources as r; "
+            f"site.addsitedir({str(site)!r}); sys.path.append({sysconfig.get_paths()['purelib']!r}); "
+            f"import grades.resources as r; "
             f"print(r.__file__, r.installed(), r.root(), r.snakefile().is_file())")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    # -S, and the venv's site-packages as a plain path (its .pth files unread): the venv's own editable
+    # install of the checkout would win over the copy's otherwise; torch and the rest still import
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == [str(src / "grades" / "resources.py"), "False", str(src), "True"]

@@ -74,7 +74,8 @@ def test_every_shell_rule_has_the_conda_env_a_benchmark_and_the_thread_environme
     for name, block in blocks.items():
         if "\n    shell:" in block:
             assert "\n    conda:\n        ENV\n" in block, f"rule {name} has no conda environment"
-            assert "\n    benchmark:" in block, f"rule {name} computes but records no benchmark"
+            # `partial` has no output at all, so that it runs whenever asked for: a benchmark file would be one
+            assert "\n    benchmark:" in block or name == "partial", f"rule {name} computes but records no benchmark"
             # torch, OpenMP and MKL threads = the job's threads; idle OpenMP threads sleep
             assert "env=job_env" in block and re.search(r'shell:\n\s+"\{params\.env\} ', block), name
 

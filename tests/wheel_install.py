@@ -47,8 +47,11 @@ def build_wheel(tmp: Path) -> Path:
 
 
 def install_editable(src: Path, prefix: Path) -> Path:
-    """``pip install -e SRC`` into ``prefix``; returns its site-packages (add it with site.addsitedir)."""
-    _pip("install", "--no-deps", "--no-build-isolation", "-q", "--prefix", str(prefix), "-e", str(src))
+    """``pip install -e SRC`` into ``prefix``; returns its site-packages (add it with site.addsitedir).
+    ``--ignore-installed``: without it pip uninstalls the running environment's own install of the
+    project first (an install into another prefix still "replaces" it), and the venv loses grades."""
+    _pip("install", "--no-deps", "--no-build-isolation", "--ignore-installed", "-q", "--prefix", str(prefix),
+         "-e", str(src))
     return next(prefix.rglob("site-packages"))
 
 

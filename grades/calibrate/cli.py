@@ -12,13 +12,7 @@ of training::
     python -m grades.calibrate --from-signals RUN_DIR/signals.csv --out DIR \\
         [--alpha 0.3 --planned-steps 200]
 
-The rule simulated is GradES's own: component c freezes at the first check step
-``s >= ceil(alpha * T)`` where ``signal_c(s) < tau`` (NaN never converges). So c is
-frozen by step ``floor(at * T)`` iff the minimum of its signal over the checks in
-``[ceil(alpha * T), floor(at * T)]`` is below tau, and tau is placed midway in log
-space between the k-th and (k+1)-th smallest of those minima,
-``k = ceil(target_frozen * n_components)`` (per tower when a model has a vision
-tower too).
+The rule simulated and how tau is placed: :mod:`grades.calibrate.propose`.
 
 Caveat: freezing some matrices changes the gradients of the others, so the real run
 will not follow the probe exactly once the first matrix is frozen (it does up to

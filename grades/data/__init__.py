@@ -18,10 +18,12 @@ Source specs:
                                  checked (:func:`copy_jsonl`)
 ===============================  ==========================================================
 
-Training formats every item exactly like the lm-eval task that scores it (lm-eval's
-``social_iqa`` prompt): ``"Q: {context} {question}\\nA:"`` followed by
-``" " + choices[label]``. Instruction data (commonsense-170k) comes as
-*prompt/target* items instead, ``{"id", "prompt", "target"}``, used verbatim.
+Training formats every multiple-choice item exactly like the lm-eval task that scores it
+(lm-eval's ``social_iqa`` prompt): ``"Q: {context} {question}\\nA:"`` followed by
+``" " + choices[label]``. Instruction data (commonsense-170k, and Social IQa with
+``format: commonsense170k``) comes as *prompt/target* items instead, ``{"id", "prompt",
+"target"}``, used verbatim; their text is :mod:`grades.data.commonsense`'s, which the
+generation tasks that score them use too.
 
 CLI: ``python -m grades.data prepare --spec SPEC --out DIR [--options JSON]``.
 """

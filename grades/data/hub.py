@@ -11,9 +11,12 @@ Row formats (option ``format``):
     The commonsense-170k fine-tuning mixture of LLM-Adapters (the union of the
     training sets of BoolQ, PIQA, SIQA, HellaSwag, WinoGrande, ARC-e, ARC-c and OBQA
     as instructions), rows ``{"instruction", "input", "output", "answer"}``. Each row
-    becomes a *prompt/target* item: ``prompt`` = instruction (and input, when there is
-    one) followed by ``"\\nAnswer:"``, ``target`` = ``" " + output``. Training then
-    puts the loss on the target only, like every other dataset here.
+    becomes a *prompt/target* item: ``prompt`` = the instruction (and input, when there is
+    one) in the Alpaca prompt of :func:`grades.data.commonsense.wrap` (ending with
+    ``"### Response:\\n"``), ``target`` = ``output`` ("the correct answer is ..."). The
+    lm-eval tasks that score the eight benchmarks by generation (``evals/tasks/commonsense``)
+    build their prompts with the same function. Training puts the loss on the target only,
+    like every other dataset here.
 ``cauldron``
     Image question/answer data in the schema of HuggingFaceM4/the_cauldron: rows
     ``{"images": [image], "texts": [{"user", "assistant", "source"}, ...]}``, one Hub
@@ -43,6 +46,7 @@ from typing import Any, Callable, Iterable
 
 from ..config import ConfigError
 from . import DataError, split_rows
+from .commonsense import wrap
 
 FORMATS = ("commonsense170k", "mc", "cauldron")
 IMAGE_FORMATS = ("cauldron",)  # formats whose items carry a picture (vision-language models)
@@ -83,8 +87,7 @@ def commonsense_row(r: dict, i: int) -> dict | None:
     out = str(r.get("output") or "").strip()
     if not instr or not out:
         return None
-    prompt = instr + ("\n" + extra if extra else "") + "\nAnswer:"
-    item = {"id": f"cs170k-{i}", "prompt": prompt, "target": " " + out}
+    item = {"id": f"cs170k-{i}", "prompt": wrap(instr, extra), "target": out}
     if r.get("answer") not in (None, ""):
         item["answer"] = str(r["answer"]).strip()
     return item

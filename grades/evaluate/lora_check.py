@@ -21,6 +21,7 @@ says it with a warning. ``docs=0`` (CLI ``--lora-check 0``) turns the check off.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 import time
@@ -30,7 +31,7 @@ from typing import Any
 
 from .backend import EvalOptions
 from .lm_eval_call import run_lm_eval
-from .samples import loglikelihoods
+from .samples import is_generation, loglikelihoods
 
 log = logging.getLogger("grades.evaluate")
 
@@ -53,6 +54,8 @@ def choice_loglikelihoods(res: Mapping[str, Any] | None) -> dict[tuple[str, int]
     out: dict[tuple[str, int], list[float]] = {}
     for task, samples in ((res or {}).get("samples") or {}).items():
         for s in samples:
+            if is_generation(s):  # its response is text, even when it reads as a number
+                continue
             try:
                 ll = loglikelihoods(s)
             except (TypeError, ValueError, IndexError):
@@ -87,7 +90,8 @@ def compare(reference: Mapping[tuple[str, int], list[float]], res: Mapping[str, 
 
 def reference(model_dir: Path, adapter_dir: Path, names: Sequence[str], std: Sequence[str],
               data_dirs: Mapping[str, Path], opts: EvalOptions, *, docs: int,
-              tokenizer: Path | None = None) -> tuple[dict[tuple[str, int], list[float]], float]:
+              tokenizer: Path | None = None,
+              shipped: Sequence[str] = ()) -> tuple[dict[tuple[str, int], list[float]], float]:
     """The hf backend's per-choice log-likelihoods of the first ``docs`` documents of each
     task, adapter through PEFT -> (table, seconds); the model is released afterwards."""
     import torch
@@ -96,7 +100,8 @@ def reference(model_dir: Path, adapter_dir: Path, names: Sequence[str], std: Seq
     limit = min(docs, opts.limit) if isinstance(opts.limit, int) else docs
     ref_opts = dataclasses.replace(opts, backend="hf", device=device, limit=limit)
     t0 = time.perf_counter()
-    res, _ = run_lm_eval(model_dir, adapter_dir, names, std, data_dirs, ref_opts, tokenizer=tokenizer)
+    res, _ = run_lm_eval(model_dir, adapter_dir, names, std, data_dirs, ref_opts, tokenizer=tokenizer,
+                         shipped=shipped)
     table = choice_loglikelihoods(res)
     del res
     release(device)
@@ -116,22 +121,25 @@ def release(device: str | None = None) -> None:
 def evaluate_checked(model_dir: Path, adapter_dir: Path, names: Sequence[str], std: Sequence[str],
                      data_dirs: Mapping[str, Path], opts: EvalOptions, *, merged: Callable[[], Path],
                      docs: int = CHECK_DOCS, tolerance: float | None = None,
-                     tokenizer: Path | None = None) -> tuple[dict[str, Any] | None, float, str, dict[str, Any]]:
+                     tokenizer: Path | None = None,
+                     shipped: Sequence[str] = ()) -> tuple[dict[str, Any] | None, float, str, dict[str, Any]]:
     """vLLM with the adapter, checked against hf (module docstring) -> (lm-eval's results,
     seconds in lm-eval, the lora mode scored: adapter | merged, the ``lora_check`` record).
-    ``merged()`` merges the adapter and returns the merged model's directory."""
+    ``merged()`` merges the adapter and returns the merged model's directory; ``shipped``: the
+    tasks of ``evals/tasks/commonsense`` among ``names`` (:func:`run_lm_eval`)."""
     tol = default_tolerance(opts.dtype) if tolerance is None else float(tolerance)
+    run = functools.partial(run_lm_eval, tokenizer=tokenizer, shipped=shipped)
     try:
         ref, ref_time = reference(model_dir, adapter_dir, names, std, data_dirs, opts, docs=docs,
-                                  tokenizer=tokenizer)
+                                  tokenizer=tokenizer, shipped=shipped)
     except Exception as e:  # no reference (e.g. too large for one device): evaluate unchecked
         log.warning("LoRA check: no hf reference (%s: %s); vLLM's adapter path is not checked", type(e).__name__, e)
         release()
-        res, lm_time = run_lm_eval(model_dir, adapter_dir, names, std, data_dirs, opts, tokenizer=tokenizer)
+        res, lm_time = run(model_dir, adapter_dir, names, std, data_dirs, opts)
         return res, lm_time, "adapter", {"status": "unchecked", "action": "none", "reference": "hf",
                                          "reason": f"hf reference failed: {type(e).__name__}: {e}"}
     try:
-        res, lm_time = run_lm_eval(model_dir, adapter_dir, names, std, data_dirs, opts, tokenizer=tokenizer)
+        res, lm_time = run(model_dir, adapter_dir, names, std, data_dirs, opts)
     except Exception as e:  # vLLM refused or broke on the adapter: the merged model needs no LoRA
         res, lm_time = None, 0.0
         check = {"status": "error", "reference": "hf", "docs": None, "requests": None, "tolerance": tol,
@@ -152,7 +160,7 @@ def evaluate_checked(model_dir: Path, adapter_dir: Path, names: Sequence[str], s
     check["discarded_lm_eval_time_s"] = round(lm_time, 3)
     del res
     release()
-    res, lm_time = run_lm_eval(merged(), None, names, std, data_dirs, opts, tokenizer=tokenizer)
+    res, lm_time = run(merged(), None, names, std, data_dirs, opts)
     return res, lm_time, "merged", {**check, "action": "merged"}
 
 

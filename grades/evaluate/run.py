@@ -25,7 +25,7 @@ from .lm_eval_call import run_lm_eval
 from .lora_check import CHECK_DOCS, evaluate_checked
 from .samples import sample_records
 from .summary import eval_document, task_summaries
-from .tasks import STANDARD_TASKS, local_tasks, parse_tasks, split_tasks
+from .tasks import STANDARD_TASKS, local_tasks, parse_tasks, shipped_tasks, split_tasks
 
 log = logging.getLogger("grades.evaluate")
 
@@ -68,9 +68,10 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
     opts.check()
 
     names = parse_tasks(tasks)
-    local_names = local_tasks()
+    local_names, shipped_names = local_tasks(), shipped_tasks()
     loc = [n for n in names if n in local_names]
-    std = [n for n in names if n not in local_names]
+    shipped = [n for n in names if n in shipped_names and n not in local_names]
+    std = [n for n in names if n not in local_names and n not in shipped_names]
     if all(n in STANDARD_TASKS for n in std):
         split_tasks(names)  # fail fast; other names need lm-eval's index (~10 s), in run_lm_eval
     data_dirs = parse_data(data, loc)
@@ -97,10 +98,11 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
         if checked:
             res, lm_time, lora_mode, check = evaluate_checked(
                 model_dir, adapter_dir, names, std, data_dirs, opts, merged=merged, docs=lora_check,
-                tolerance=lora_check_tol, tokenizer=tok_arg)
+                tolerance=lora_check_tol, tokenizer=tok_arg, shipped=shipped)
         else:
             eval_model, eval_adapter = (merged(), None) if merge and adapter_dir is not None else (model_dir, adapter_dir)
-            res, lm_time = run_lm_eval(eval_model, eval_adapter, names, std, data_dirs, opts, tokenizer=tok_arg)
+            res, lm_time = run_lm_eval(eval_model, eval_adapter, names, std, data_dirs, opts, tokenizer=tok_arg,
+                                       shipped=shipped)
     if res is None:  # non-zero rank in a distributed run
         return {}
 
@@ -109,7 +111,8 @@ def evaluate(model: str | os.PathLike, tasks: str | Sequence[str],
                             tokenizer_dir=tok_dir, tokenizer_given=tokenizer is not None, lora=lora_mode,
                             lm_time=lm_time, t_start=t_start, lora_check=check)
     for name, t in per_task.items():
-        log.info("%s: acc=%s ± %s (n=%d)", name, _fmt(t["acc"]), _fmt(t["acc_stderr"]), t["n"])
+        log.info("%s: %s=%s ± %s (n=%d, %s)", name, t["metric"], _fmt(t["score"]), _fmt(t["score_stderr"]), t["n"],
+                 t["protocol"])
     if samples_out is not None:
         RunDir(Path(samples_out).parent).write_samples(sample_records(res.get("samples") or {}, names),
                                                        samples_out)

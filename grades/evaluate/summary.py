@@ -7,6 +7,8 @@ and the versions and options that produced them.
 
     {"status": "ok",
      "tasks": {name: {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr",  # float | null
+                      "metric", "score", "score_stderr",  # the task's own metric and its value
+                      "benchmark", "protocol", "output_type", "split", "dataset", "split_size",
                       "n", "n_total", "version", "num_fewshot",
                       "n_choices", "n_choices_range", "chance_acc", "data"}},
      "backend", "model", "adapter", "lora", "tokenizer", "batch_size", "dtype", "device",
@@ -23,6 +25,12 @@ disagree | error | unchecked, "action": none | merged, "reference": "hf", "docs"
 deviation (ddof=1) over sqrt(n), i.e. ``sqrt(acc*(1-acc)/(n-1))``; it is ``null`` when
 lm-eval reports ``"N/A"`` (n == 1).  ``acc_norm`` is ``null`` for tasks that do not
 compute it (the local tasks mirror ``social_iqa``, which only reports ``acc``).
+
+``metric`` is the first metric of the task's ``metric_list`` (``acc`` for the
+log-likelihood tasks, ``exact_match`` for the commonsense generation tasks), ``score`` /
+``score_stderr`` its value; ``benchmark``, ``protocol``, ``output_type``, ``split``,
+``dataset`` and ``split_size`` say what was scored (:func:`grades.evaluate.catalogue.facts`).
+The chance level of a generation task is 1/options of its documents (``cs_options``).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .backend import EvalOptions
+from .catalogue import facts
 from .environment import package_version
 from .samples import requests
 
@@ -59,7 +68,11 @@ def task_summary(name: str, res: Mapping[str, Any], samples: list, data_dir: Pat
                 metric[m] = val
     counts = res.get("n-samples", {}).get(name, {})
     n = counts.get("effective", r.get("sample_len"))
-    kinds = [len(requests(s)) for s in samples]
+    about = facts(name, res.get("configs", {}).get(name) or {})
+    if about["output_type"] == "generate_until":  # one request per document: chance from its options
+        kinds = [int(s["doc"]["cs_options"]) for s in samples if (s.get("doc") or {}).get("cs_options")]
+    else:
+        kinds = [len(requests(s)) for s in samples]
     n_choices: int | float | None = None
     n_range = chance = None
     if kinds:
@@ -67,11 +80,17 @@ def task_summary(name: str, res: Mapping[str, Any], samples: list, data_dir: Pat
         chance = sum(1.0 / k for k in kinds) / len(kinds)
         n_range = [min(kinds), max(kinds)]
         n_choices = kinds[0] if n_range[0] == n_range[1] else 1.0 / chance
+    primary = about["metric"] if about["metric"] in metric else next(
+        (m for m in metric if not m.endswith("_stderr")), None)
     out = {
         "acc": to_number(metric.get("acc")),
         "acc_stderr": to_number(metric.get("acc_stderr")),
         "acc_norm": to_number(metric.get("acc_norm")),
         "acc_norm_stderr": to_number(metric.get("acc_norm_stderr")),
+        "metric": primary,
+        "score": to_number(metric.get(primary)) if primary else None,
+        "score_stderr": to_number(metric.get(f"{primary}_stderr")) if primary else None,
+        **{k: about[k] for k in ("benchmark", "protocol", "output_type", "split", "dataset", "split_size")},
         "n": int(n) if n is not None else None,
         "n_total": counts.get("original"),
         "version": res.get("versions", {}).get(name),

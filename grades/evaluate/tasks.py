@@ -2,11 +2,13 @@
 
 Which requested tasks are local templates and which are lm-eval's own.
 
-Local tasks (``world_mc``, ``siqa_local``, ...) read a prepared dataset directory whose path
-is only known at run time: their YAML templates carry ``@DATA_DIR@`` / ``@CACHE_DIR@``
-placeholders, rendered into a temporary include dir that lm-eval is pointed at
-(``TaskManager(include_path=..., include_defaults=False)``). Standard tasks are looked up
-by name in lm-eval's registry and need their Hugging Face datasets in the local cache.
+Local tasks (``world_mc``, ``siqa_local``, ``cs_siqa_local``, ...) read a prepared dataset
+directory whose path is only known at run time: their YAML templates carry ``@DATA_DIR@`` /
+``@CACHE_DIR@`` placeholders, rendered into a temporary include dir that lm-eval is pointed at
+(``TaskManager(include_path=..., include_defaults=False)``). Shipped tasks
+(:func:`shipped_tasks`: the commonsense generation tasks of ``evals/tasks/commonsense``) are
+included as they are. Standard tasks are looked up by name in lm-eval's registry. Shipped
+and standard tasks need their Hugging Face datasets in the local cache.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..resources import tasks_dir
+from ..resources import commonsense_tasks_dir, tasks_dir
 from .errors import EvalConfigError, MissingInputError
 
 #: lm-eval's own tasks this harness knows about (they need the Hub or a warm HF cache).
@@ -55,23 +57,31 @@ def local_tasks(directory: str | Path | None = None) -> dict[str, Path]:
     return out
 
 
+def shipped_tasks() -> dict[str, Path]:
+    """``{task: yaml}`` of the tasks used as shipped (``evals/tasks/commonsense``: ``cs_boolq``, ...)."""
+    d = commonsense_tasks_dir()
+    return local_tasks(d) if d.is_dir() else {}
+
+
 def split_tasks(tasks: str | Sequence[str], directory: str | Path | None = None,
                 registry: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
     """Split requested names into (local, lm-eval); raise on unknown names.
 
-    Non-local names must be in :data:`STANDARD_TASKS`, or in ``registry`` (the names of
-    lm-eval's task index, ``TaskManager().all_tasks``) when that is given.
+    Non-local names must be shipped (:func:`shipped_tasks`), in :data:`STANDARD_TASKS`, or in
+    ``registry`` (the names of lm-eval's task index, ``TaskManager().all_tasks``) when that is given.
     """
     names = parse_tasks(tasks)
     local_names = local_tasks(directory)
-    known = set(STANDARD_TASKS) | set(registry or ())
+    shipped = shipped_tasks()
+    known = set(STANDARD_TASKS) | set(shipped) | set(registry or ())
     loc = [n for n in names if n in local_names]
     other = [n for n in names if n not in local_names]
     unknown = [n for n in other if n not in known]
     if unknown:
         raise EvalConfigError(
             f"unknown task(s) {', '.join(map(repr, unknown))}; available: local "
-            f"{sorted(local_names)} (need --data), lm-eval standard {list(STANDARD_TASKS)}"
+            f"{sorted(local_names)} (need --data), commonsense generation {sorted(shipped)}, "
+            f"lm-eval standard {list(STANDARD_TASKS)}"
             + (" or any other task in lm-eval's registry" if registry is not None else ""))
     return loc, other
 

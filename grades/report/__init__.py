@@ -6,12 +6,19 @@
         --figures figures/<profile>           (comparison.{csv,md}, pareto_<model>.{png,pdf})
     python -m grades.report multimodal --runs results/runs/<profile> --tables results/tables/<profile> \
         --figures figures/<profile>           (multimodal.{csv,md}, vlm_convergence.{png,pdf})
+    python -m grades.report record --profile <profile>   (results/record/<profile>/ for the docs)
 
 The rooms:
 
-    runs            the tables' view of the runs: train and eval data frames
+    runs            the tables' view of the runs: train and eval data frames, the planned runs' status
     tables          accuracy and efficiency tables
-    paper           our numbers in the paper's layout, beside results/paper
+    paper           our numbers in the paper's layout, beside results/paper, per protocol
+    splits          the split check: do the paper's values fit the items we scored?
+    stats           paired differences, McNemar, equivalence, power, seeds, Wilson intervals
+    paired          every setting against its baseline, item by item (samples.jsonl)
+    speed           speedups with an interval, the same-work check
+    claims          the tables' statistical columns (accuracy, speed, the paper's cells)
+    record          results/record/<profile>/: tables, figures and a manifest for the docs
     compare         ranked comparison of stopping methods, Pareto figures
     multimodal      the vision-language table and convergence figure
     figures         which GradES figures are drawn from which runs (write_figures)

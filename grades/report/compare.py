@@ -5,7 +5,9 @@
 
 Writes ``comparison.{csv,md}`` and, per model, ``pareto_<model>.{png,pdf}``.
 
-A run's accuracy is its lm-eval accuracy averaged over the model's tasks (percent),
+A run's accuracy is its score averaged over the model's tasks of one protocol (percent;
+the protocol of the model's first task, e.g. ``loglikelihood`` with ``acc``: the table's
+``protocol`` and ``metric`` columns and each model's heading say which),
 with the standard error combined as sqrt(sum se^2) / n_tasks; a setting's row averages
 its seeds the same way. Total time is training + validation wall time (early stopping
 pays for its validation passes) and FLOPs are training + validation FLOPs, both from
@@ -14,8 +16,11 @@ total time; the best accuracy, the shortest time and the fewest FLOPs are marked
 so are the settings on the Pareto frontier (no other setting is at least as accurate
 and at most as costly, and strictly better in one of the two).
 
-The Pareto figure has one point per run (seed): accuracy against total time (left)
-and against FLOPs (right), error bars of one standard error, methods coloured, full
+Each setting is also compared with its baseline item by item and its speedup given with
+an interval (:mod:`grades.report.claims`); a model without per-item records keeps the
+unpaired "Δ best". The Pareto figure has one point per run (seed): accuracy against
+total time (left) and against FLOPs (right), error bars the paired 95% interval of the
+run against its baseline's run of the same seed (:func:`error_bars`), methods coloured, full
 fine-tuning drawn as circles and LoRA as squares, the frontier as a staircase, and
 the base model's accuracy (no fine-tuning) as a dotted line when it was evaluated.
 """
@@ -32,8 +37,10 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_text
+from .claims import (ClaimOptions, Claims, claim_cells, claim_heads, claim_row, has_claims, load_claims,
+                     seed_cell, seed_sd, speed_cells, speed_heads, with_claims)
 from .plotting import new_figure, save
-from .tables import combined_stderr
+from .tables import combined_stderr, protocol_pools
 
 # fixed colours for the built-in methods (kept here so the report does not import torch);
 # any other method gets the next colour of _EXTRA_COLOURS, in order of first appearance
@@ -48,7 +55,7 @@ MODE_MARKERS = {"fp": "o", "lora": "s"}
 TABLE_COLUMNS = ["model", "rank", "setting", "method", "mode", "acc", "acc_stderr", "acc_gap", "acc_gap_stderr",
                  "tied_best", "total_time_s", "train_time_s", "validation_time_s", "flops_total", "frozen_ratio",
                  "frozen_param_ratio", "steps_run", "steps_planned", "seeds", "tasks", "best_acc", "best_time",
-                 "best_flops", "pareto_time", "pareto_flops", "stop_reason"]
+                 "best_flops", "pareto_time", "pareto_flops", "stop_reason", "protocol", "metric"]
 
 
 def _log(msg: str) -> None:
@@ -77,24 +84,35 @@ def run_points(train: pd.DataFrame, evals: pd.DataFrame, select: list[str] | Non
         if missing:
             _log(f"no finished run for {missing}")
         t = t[keep]
-    ev = evals[evals["mode"].ne("base")] if not evals.empty else evals
+    ev = primary_protocol(evals[evals["mode"].ne("base")]) if not evals.empty else evals
     if ev.empty:
-        t["acc"], t["acc_stderr"], t["tasks"] = math.nan, math.nan, ""
+        t["acc"], t["acc_stderr"], t["tasks"], t["protocol"], t["metric"] = math.nan, math.nan, "", "", ""
     else:
         g = ev.groupby(["model", "setting", "seed"], sort=False)
         acc = g.agg(acc=("acc", "mean"), acc_stderr=("acc_stderr", combined_stderr),
-                    tasks=("task", lambda s: ",".join(dict.fromkeys(s)))).reset_index()
+                    tasks=("task", lambda s: ",".join(dict.fromkeys(s))), protocol=("protocol", "first"),
+                    metric=("metric", lambda s: ",".join(dict.fromkeys(map(str, s))))).reset_index()
         acc["acc"] *= 100
         acc["acc_stderr"] *= 100
         t = t.merge(acc, on=["model", "setting", "seed"], how="left")
     return t.reset_index(drop=True)
 
 
+def primary_protocol(evals: pd.DataFrame) -> pd.DataFrame:
+    """The eval rows of each model's first protocol (that of its first task row): accuracies of
+    different protocols and metrics are not averaged together."""
+    if evals.empty or "protocol" not in evals:
+        return evals
+    proto = evals["protocol"].fillna("loglikelihood")
+    first = proto.groupby(evals["model"], sort=False).first()
+    return evals[proto.eq(evals["model"].map(first))]
+
+
 def base_accuracy(evals: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """{model: (accuracy %, stderr %)} of the un-fine-tuned model, where evaluated."""
+    """{model: (accuracy %, stderr %)} of the un-fine-tuned model, where evaluated (its first protocol)."""
     if evals.empty:
         return {}
-    b = evals[evals["mode"].eq("base")]
+    b = primary_protocol(evals[evals["mode"].eq("base")])
     out = {}
     for model, grp in b.groupby("model", sort=False):
         out[model] = (100 * float(grp["acc"].mean()), 100 * combined_stderr(grp["acc_stderr"]))
@@ -116,8 +134,10 @@ def pareto_mask(cost, acc) -> np.ndarray:
     return mask
 
 
-def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
-    """One row per model x setting (seeds averaged), ranked within each model."""
+def comparison_table(points: pd.DataFrame, claims: Claims | None = None) -> pd.DataFrame:
+    """One row per model x setting (seeds averaged, ``acc_sd_seeds`` their spread), ranked within
+    each model; with ``claims`` also each setting's paired claim against its baseline and its
+    speedups with their intervals (:func:`grades.report.claims.with_claims`)."""
     if points.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     g = points.groupby(["model", "setting", "mode", "method"], sort=False)
@@ -126,9 +146,12 @@ def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
     tab = g[means].mean().reset_index()
     tab["acc"] = g["acc"].mean().values
     tab["acc_stderr"] = g["acc_stderr"].agg(combined_stderr).values
+    tab["acc_sd_seeds"] = g["acc"].agg(seed_sd).values
     tab["steps_planned"] = g["steps_planned"].max().values
     tab["seeds"] = g["seed"].nunique().values
     tab["tasks"] = g["tasks"].first().values
+    tab["protocol"] = g["protocol"].first().values if "protocol" in points else ""
+    tab["metric"] = g["metric"].first().values if "metric" in points else ""
     tab["stop_reason"] = g["stop_reason"].agg(lambda s: "; ".join(sorted(set(map(str, s))))).values
     parts = []
     for _, grp in tab.groupby("model", sort=False):
@@ -149,7 +172,9 @@ def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
         grp = grp.sort_values(["_acc", "total_time_s", "setting"], ascending=[False, True, True], kind="stable")
         grp["rank"] = range(1, len(grp) + 1)
         parts.append(grp.drop(columns="_acc"))
-    return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
+    tab = pd.concat(parts, ignore_index=True)[TABLE_COLUMNS + ["acc_sd_seeds"]]
+    # each row's claim is over the tasks of the protocol the row averages
+    return with_claims(tab, claims, pool_col="protocol" if "protocol" in tab else None) if claims is not None else tab
 
 
 # =================================================================== markdown
@@ -161,37 +186,59 @@ def _bold(text: str, on: bool) -> str:
     return f"**{text}**" if on else text
 
 
-def comparison_markdown(tab: pd.DataFrame, base: dict[str, tuple[float, float]] | None = None) -> str:
+def comparison_markdown(tab: pd.DataFrame, base: dict[str, tuple[float, float]] | None = None,
+                        claims: Claims | None = None) -> str:
+    """One block per model; with paired claims (:func:`comparison_table` with ``claims``) each
+    setting against its baseline item by item, else Δ best with unpaired standard errors."""
     if tab.empty:
         return "_no finished runs to compare_\n"
     base = base or {}
+    margin = claims.options.margin if claims is not None else None
     lines = [
         "Stopping methods compared on the same model, data, steps and accounting. Accuracy (%) is "
-        "lm-eval's, ± one standard error (averaged over tasks and seeds); Δ best = difference with the "
-        "most accurate setting of the model, ± the combined standard error, and ≈ marks a difference "
-        "within two standard errors. Total time = training + validation wall time on this machine; FLOPs = "
+        "lm-eval's, averaged over tasks, ± one standard error (one seed) or ± the standard deviation over "
+        "seeds (several). Total time = training + validation wall time on this machine; FLOPs = "
         "training + validation matmul FLOPs. Frozen = share of weight matrices frozen at the end. "
         "**Bold**: best value of the column for the model (highest accuracy, least time, fewest FLOPs). "
         "Pareto: no other setting is at least as accurate and at most as costly in time (t) or FLOPs (F).",
+        "",
+        "Δ vs baseline: the setting against its baseline (same mode, no stopping method) on the same "
+        "items, seed k with seed k: the mean per-item difference (points) with its 95% paired bootstrap "
+        "interval, McNemar's exact p, the equivalence test's p (TOST) within ± the margin"
+        + (f" ({margin:g} point{'s' if margin != 1 else ''})" if margin is not None else "")
+        + ", the verdict (equivalent / different / undecided (too few items)) and the minimum detectable "
+        "difference (MDD, points: 80% power at the 5% level). Speedup vs baseline: its total time over the "
+        "setting's, with a 95% interval (docs: Reading the results). Without per-item records (samples.jsonl) "
+        "a model's block shows Δ best instead: the difference with its most accurate setting, ± the "
+        "combined standard error, ≈ within two standard errors.",
         ""]
     for model, grp in tab.groupby("model", sort=False):
         tasks = grp["tasks"].dropna()
-        lines.append(f"## {model}" + (f" ({tasks.iloc[0]})" if len(tasks) and tasks.iloc[0] else ""))
+        what = tasks.iloc[0] if len(tasks) and tasks.iloc[0] else ""
+        proto = grp["protocol"].dropna()
+        if what and len(proto) and proto.iloc[0]:
+            what += f"; protocol {proto.iloc[0]}, metric {grp['metric'].dropna().iloc[0]}"
+        lines.append(f"## {model}" + (f" ({what})" if what else ""))
         lines.append("")
-        head = ["#", "setting", "method", "accuracy", "Δ best", "total s", "FLOPs", "frozen", "steps", "Pareto",
-                "stop"]
+        paired = has_claims(grp)
+        speed = "speedup_vs_own" in grp and bool(grp["speedup_vs_own"].notna().any())
+        head = ["#", "setting", "method", "accuracy", *(claim_heads(claims) if paired else ["Δ best"]), "total s",
+                *(speed_heads() if speed else []), "FLOPs", "frozen", "steps", "Pareto", "stop"]
         lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h in ("#",) else "---" for h in head) + "|"]
         for _, r in grp.iterrows():
             if math.isnan(r["acc"]):
-                acc, gap = "–", "–"
+                acc, gap = "–", ["–"]
             else:
-                acc = _bold(f"{r['acc']:.2f} ± {r['acc_stderr']:.2f}", r["best_acc"])
-                gap = "–" if r["best_acc"] else f"{r['acc_gap']:+.2f} ± {r['acc_gap_stderr']:.2f}" + \
-                    (" ≈" if r["tied_best"] else "")
+                acc = _bold(seed_cell(r["acc"], r.get("acc_sd_seeds", math.nan), r["acc_stderr"], r["seeds"]),
+                            r["best_acc"])
+                gap = ["–" if r["best_acc"] else f"{r['acc_gap']:+.2f} ± {r['acc_gap_stderr']:.2f}" +
+                       (" ≈" if r["tied_best"] else "")]
+            if paired:
+                gap = claim_cells(r)
             pareto = ", ".join(x for x, on in (("t", r["pareto_time"]), ("F", r["pareto_flops"])) if on)
             steps = f"{r['steps_run']:.0f}/{r['steps_planned']:.0f}"
-            cells = [str(r["rank"]), r["setting"], r["method"], acc, gap,
-                     _bold(f"{r['total_time_s']:.1f}", r["best_time"]),
+            cells = [str(r["rank"]), r["setting"], r["method"], acc, *gap,
+                     _bold(f"{r['total_time_s']:.1f}", r["best_time"]), *(speed_cells(r) if speed else []),
                      _bold(f"{r['flops_total']:.3g}", r["best_flops"]),
                      f"{100 * r['frozen_ratio']:.0f}%", steps, pareto, _short_reason(r["stop_reason"])]
             lines.append("| " + " | ".join(cells) + " |")
@@ -278,8 +325,35 @@ def place_labels(ax, xs, ys, labels, fontsize: float = 7) -> list:
     return texts
 
 
-def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | None = None):
-    """Two panels (accuracy vs total time, vs FLOPs) for one model; returns a Figure."""
+def error_bars(pts: pd.DataFrame, claims: Claims | None) -> tuple[list, list[str]]:
+    """Per point (run): its error bar as (below, above) and what it is: ``paired`` (the 95%
+    interval of its difference with the baseline's run of the same seed, around the point),
+    ``baseline`` (no bar: the reference of the others) or ``se`` (± 1 standard error: no
+    per-item records)."""
+    bars, kinds = [], []
+    bases = set(claims.per_seed["paired_baseline"]) if claims is not None and len(claims.per_seed) else set()
+    for _, r in pts.iterrows():
+        c = None
+        if claims is not None:
+            pool = r["protocol"] if "protocol" in pts and isinstance(r["protocol"], str) else None
+            c = claim_row(claims.per_seed, r["model"], r["setting"], pool, seed=r["seed"])
+        if c is not None and np.isfinite([c["paired_diff"], c["paired_lo"], c["paired_hi"]]).all():
+            bars.append((max(0.0, c["paired_diff"] - c["paired_lo"]), max(0.0, c["paired_hi"] - c["paired_diff"])))
+            kinds.append("paired")
+        elif r["setting"] in bases:
+            bars.append(None)
+            kinds.append("baseline")
+        else:
+            se = r["acc_stderr"]
+            bars.append((se, se) if np.isfinite(se) else None)
+            kinds.append("se")
+    return bars, kinds
+
+
+def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | None = None,
+                  claims: Claims | None = None):
+    """Two panels (accuracy vs total time, vs FLOPs) for one model; returns a Figure. Error bars:
+    :func:`error_bars` (the paired intervals against the baseline where there are per-item records)."""
     from matplotlib.lines import Line2D
 
     pts = points[points["model"].eq(model)] if not points.empty else points
@@ -296,15 +370,18 @@ def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | 
     short = point_labels(list(dict.fromkeys(pts["setting"])))
     n_seeds = pts.groupby("setting")["seed"].nunique()
     labels = [short[s] + (f" s{k}" if n_seeds[s] > 1 else "") for s, k in zip(pts["setting"], pts["seed"])]
+    bars, kinds = error_bars(pts, claims)
+    below = np.array([b[0] if b else 0.0 for b in bars])
+    above = np.array([b[1] if b else 0.0 for b in bars])
     # the base model's line is drawn when it does not squash the runs into a band of the panel
-    lo = float((pts["acc"] - pts["acc_stderr"].fillna(0)).min())
-    hi = float((pts["acc"] + pts["acc_stderr"].fillna(0)).max())
+    lo = float((pts["acc"] - below).min())
+    hi = float((pts["acc"] + above).max())
     show_base = base is not None and np.isfinite(base[0])
     base_in_view = show_base and base[0] >= lo - (hi - lo) - 1
     for ax, col, xlabel in ((axes[0], "total_time_s", "total time (s): training + validation"),
                             (axes[1], "flops_total", "FLOPs: training + validation")):
-        for _, r in pts.iterrows():
-            ax.errorbar(r[col], r["acc"], yerr=r["acc_stderr"] if np.isfinite(r["acc_stderr"]) else None,
+        for (_, r), bar in zip(pts.iterrows(), bars):
+            ax.errorbar(r[col], r["acc"], yerr=None if bar is None else [[bar[0]], [bar[1]]],
                         fmt=MODE_MARKERS.get(r["mode"], "D"), color=colours[r["method"]], ms=7, mec="white",
                         mew=0.6, elinewidth=1, capsize=2.5, alpha=0.9, zorder=3)
         mask = pareto_mask(pts[col], pts["acc"])
@@ -326,13 +403,19 @@ def pareto_figure(points: pd.DataFrame, model: str, base: tuple[float, float] | 
         ax.grid(True, alpha=0.3)
     tasks = pts["tasks"].dropna()
     task = tasks.iloc[0] if len(tasks) and tasks.iloc[0] else "accuracy"
-    axes[0].set_ylabel(f"accuracy (%) on {task}, ± 1 s.e.")
+    bar_text = {"paired": "95% paired interval of the difference\nwith the baseline's run (same seed)",
+                "baseline": "baselines: no bar (the reference)", "se": "± 1 s.e. (no per-item records)"}
+    axes[0].set_ylabel(f"accuracy (%) on {task}" + (", ± 1 s.e." if set(kinds) <= {"se"} else ""))
     for ax, col in ((axes[0], "total_time_s"), (axes[1], "flops_total")):
         place_labels(ax, pts[col].to_numpy(dtype=float), pts["acc"].to_numpy(dtype=float), labels)
     handles = [Line2D([], [], ls="", marker="o", color=c, ms=8, label=m) for m, c in colours.items()]
     handles += [Line2D([], [], ls="", marker=mk, color="#444444", mfc="white", ms=7, label=f"mode {md}")
                 for md, mk in MODE_MARKERS.items() if md in set(pts["mode"])]
     handles.append(Line2D([], [], ls="--", color="black", marker="o", mfc="none", ms=9, label="Pareto frontier"))
+    if "paired" in kinds:
+        handles += [Line2D([], [], ls="", marker="|", color="#444444", ms=10, label="error bars: " + bar_text[k])
+                    if k == "paired" else Line2D([], [], ls="", label=bar_text[k])
+                    for k in ("paired", "baseline", "se") if k in kinds]
     if show_base:
         where = "" if base_in_view else ", below the axis"
         handles.append(Line2D([], [], ls=":" if base_in_view else "", color="#555555",
@@ -349,27 +432,31 @@ def figure_name(model: str) -> str:
 # ====================================================================== entry
 def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: str | Path | None = None,
                      select: list[str] | None = None, models: list[str] | None = None,
-                     matched: bool = False) -> dict[str, Path]:
+                     options: ClaimOptions | None = None, matched: bool = False) -> dict[str, Path]:
     """comparison.{csv,md} in ``tables_dir``; pareto_<model>.{png,pdf} in ``figures_dir``.
 
     ``models``: draw a figure for each of these (an empty one if a model has no
-    evaluated run), default every model with a selected run. ``matched``: also the
-    matched-budget table and figures (:mod:`grades.report.matched`), the table appended
-    to comparison.md."""
+    evaluated run), default every model with a selected run. ``options``: the margin,
+    paired baseline and bootstrap seed of the claims (:mod:`grades.report.claims`).
+    ``matched``: also the matched-budget table and figures (:mod:`grades.report.matched`),
+    the table appended to comparison.md."""
+    from ..rundir import finished_runs
     from .runs import collect
 
     train, evals = collect(runs_dir)
     points = run_points(train, evals, select)
-    tab = comparison_table(points)
+    claims = load_claims(finished_runs(runs_dir), options, pools=protocol_pools(evals))
+    tab = comparison_table(points, claims)
     base = base_accuracy(evals)
     out = Path(tables_dir)
     if models is None:
         models = list(dict.fromkeys(points["model"])) if not points.empty else []
-    paths, md = {}, comparison_markdown(tab, base)
+    paths, md = {}, comparison_markdown(tab, base, claims)
     if matched:
         from .matched import write_matched
 
-        paths.update(write_matched(points, out, figures_dir, models))
+        o = claims.options
+        paths.update(write_matched(points, out, figures_dir, models, margin=o.margin, seed=o.seed))
         md += "\n" + paths["matched.md"].read_text()
     paths.update({
         "comparison.csv": atomic_write_text(out / "comparison.csv", tab.to_csv(index=False, float_format="%.6g")),
@@ -377,6 +464,6 @@ def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: 
     })
     if figures_dir is not None:
         for model in models:
-            fig = pareto_figure(points, model, base.get(model))
+            fig = pareto_figure(points, model, base.get(model), claims)
             paths.update(save(fig, Path(figures_dir), figure_name(model)))
     return paths

@@ -14,9 +14,9 @@ run points (:func:`grades.report.compare.run_points`) this module writes
                               method's point in the same colour; a method above its line
                               beat training less
 
-The paired test of a method against a baseline run (same test items) is made in one place,
-:func:`paired_test`; it waits for ``grades.report.paired`` (issue 22) and reports no
-interval or p-value until then.
+The paired test of a method against a baseline run (same seeds, same test items) is made
+in one place, :func:`paired_test`, by :mod:`grades.report.paired`: the 95% paired bootstrap
+interval of Δ, McNemar's p and the verdict of :mod:`grades.report.stats`.
 """
 
 from __future__ import annotations
@@ -30,22 +30,39 @@ import pandas as pd
 from ..io import atomic_write_text
 from ..workflow.matched import FLOPS, STEPS, parse_matched
 from .plotting import new_figure, save
+from .stats import DEFAULT_MARGIN
 
 FULL = "full"
 BUDGET_ORDER = {FLOPS: 0, STEPS: 1, FULL: 2}
 COLUMNS = ["model", "method", "baseline", "budget", "against", "seeds", "steps_method", "steps_baseline",
            "flops_train_method", "flops_train_baseline", "flops_ratio", "acc_method", "acc_method_stderr",
-           "acc_baseline", "acc_baseline_stderr", "delta", "delta_ci_low", "delta_ci_high", "p_value", "test"]
+           "acc_baseline", "acc_baseline_stderr", "delta", "delta_ci_low", "delta_ci_high", "p_value", "verdict"]
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
-def paired_test(method_runs: list[str], baseline_runs: list[str]) -> dict:
-    """The paired comparison of a method's runs with a baseline's (same seeds, same test items).
+def paired_test(method_runs: list[str], baseline_runs: list[str], *, margin: float = DEFAULT_MARGIN,
+                seed: int = 0) -> dict:
+    """The paired comparison of a method's runs with a baseline's (seed k with seed k, on the test
+    items both scored: :func:`grades.report.paired.paired_comparisons`, from their samples.jsonl):
+    the 95% paired bootstrap interval of the difference (points), McNemar's p and the verdict;
+    NaN where the runs have no per-item records."""
+    from ..rundir import load_run
+    from .paired import ALL_TASKS, paired_comparisons
 
-    The single call site for grades.report.paired (issue 22: paired bootstrap interval of
-    the accuracy difference, McNemar): until it is merged, no interval and no p-value."""
-    return {"delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_value": math.nan,
-            "test": "pending (grades.report.paired, issue 22)"}
+    none = {"delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_value": math.nan,
+            "verdict": "no per-item records"}
+    runs = [r for r in (load_run(d, quiet=True) for d in [*method_runs, *baseline_runs]) if r is not None]
+    methods = {r.setting for r in runs if str(r.dir) in set(map(str, method_runs))}
+    bases = {r.setting for r in runs if str(r.dir) in set(map(str, baseline_runs))}
+    if len(methods) != 1 or len(bases) != 1:
+        return none
+    rows = paired_comparisons(runs, baseline=bases.pop(), margin=margin, seed=seed)
+    rows = rows[rows["setting"].eq(methods.pop())]
+    if rows.empty:
+        return none
+    row = rows[rows["task"].eq(ALL_TASKS)].iloc[0] if len(rows) > 1 else rows.iloc[0]
+    return {"delta_ci_low": row["lo"], "delta_ci_high": row["hi"], "p_value": row["mcnemar_p"],
+            "verdict": row["verdict"]}
 
 
 def matched_pairs(points: pd.DataFrame) -> pd.DataFrame:
@@ -76,8 +93,9 @@ def matched_pairs(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def matched_table(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Seeds averaged: one row per model x method x budget, with the paired test."""
+def matched_table(pairs: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, seed: int = 0) -> pd.DataFrame:
+    """Seeds averaged: one row per model x method x budget, with the paired test (``margin``:
+    the equivalence margin, points; ``seed``: the bootstrap's)."""
     if pairs.empty:
         return pd.DataFrame(columns=COLUMNS)
     out = []
@@ -91,7 +109,7 @@ def matched_table(pairs: pd.DataFrame) -> pd.DataFrame:
             se = g[c].dropna()
             row[c] = float(np.sqrt((se ** 2).sum()) / len(se)) if len(se) else math.nan
         row["flops_ratio"] = row["flops_train_method"] / row["flops_train_baseline"]
-        row.update(paired_test(list(g["run_method"]), list(g["run_baseline"])))
+        row.update(paired_test(list(g["run_method"]), list(g["run_baseline"]), margin=margin, seed=seed))
         out.append(row)
     tab = pd.DataFrame(out)
     tab["_order"] = tab["budget"].map(BUDGET_ORDER)
@@ -111,15 +129,15 @@ def matched_markdown(tab: pd.DataFrame) -> str:
              "FLOPs; both with the warm-up and cosine schedule laid out over those steps. Δ = accuracy of the "
              "method − accuracy of the baseline run (percentage points, same seed and test items); FLOPs = "
              "training FLOPs, method / baseline. A positive Δ against a matched run means the method beat "
-             "simply training less. The paired interval and p-value: "
-             f"{paired_test([], [])['test']}.", ""]
+             "simply training less. Paired: the 95% paired bootstrap interval of Δ over the items both "
+             "runs scored, McNemar's p, and the verdict (docs: Reading the results).", ""]
     if tab.empty:
         return "\n".join(lines + ["_no matched runs finished (a method that saved nothing has none)_", ""])
     head = ["model", "method", "against", "budget", "steps", "FLOPs", "method acc", "baseline acc", "Δ", "paired"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in tab.iterrows():
         ci = ("–" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
-              + ("" if math.isnan(r["p_value"]) else f", p = {r['p_value']:.3g}"))
+              + ("" if math.isnan(r["p_value"]) else f", p = {r['p_value']:.3g}") + f", {r['verdict']}")
         cells = [r["model"], r["method"], r["against"], _budget_text(r["budget"]),
                  f"{r['steps_method']:.0f} vs {r['steps_baseline']:.0f}", f"{r['flops_ratio']:.2f}x",
                  f"{r['acc_method']:.2f} ± {r['acc_method_stderr']:.2f}",
@@ -179,10 +197,10 @@ def figure_name(model: str) -> str:
 
 
 def write_matched(points: pd.DataFrame, tables_dir: str | Path, figures_dir: str | Path | None,
-                  models: list[str]) -> dict[str, Path]:
+                  models: list[str], *, margin: float = DEFAULT_MARGIN, seed: int = 0) -> dict[str, Path]:
     """matched.{csv,md} in ``tables_dir`` and matched_<model>.{png,pdf} in ``figures_dir``."""
     pairs = matched_pairs(points)
-    tab = matched_table(pairs)
+    tab = matched_table(pairs, margin=margin, seed=seed)
     out = Path(tables_dir)
     paths = {"matched.csv": atomic_write_text(out / "matched.csv", tab.to_csv(index=False, float_format="%.6g")),
              "matched.md": atomic_write_text(out / "matched.md", matched_markdown(tab))}

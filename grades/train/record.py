@@ -44,7 +44,7 @@ def result_fields(tr: Training, ls: LoopState, result, setup_s: float) -> dict:
         "status": "failed" if result.failed else "ok",
         "stop_reason": result.stop_reason, "steps_run": steps_run, "early_stopped": steps_run < cfg["steps"],
         "train_time_s": train_s, "validation_time_s": val_time, "total_time_s": train_s + val_time,
-        "setup_time_s": setup_s, "time_per_step_s": train_s / max(1, steps_run),
+        "setup_time_s": setup_s, "time_per_step_s": train_s / max(1, steps_run), "step_times_s": ls.step_times,
         "checkpoint_time_s": ls.checkpoint_time, "tokens": ls.tokens,
         "flops": {**flops, "validation": ls.val_flops, "total_with_validation": flops["total"] + ls.val_flops},
         "peak_rss_bytes": peak_rss_bytes(), "peak_gpu_bytes": peak_gpu_bytes(),

@@ -67,3 +67,4 @@ class LoopState:
     checkpoint_time: float = 0.0
     tokens: int = 0
     resumed_from: list = field(default_factory=list)  # steps resumed from, in order
+    step_times: list = field(default_factory=list)  # training seconds of each completed step (no validation)

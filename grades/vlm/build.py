@@ -52,7 +52,7 @@ import torch
 
 from ..config import ConfigError, closest
 from ..io import atomic_dir
-from ..models.source import ModelSource
+from ..models.source import ModelSource, check_typed_options
 from .checkpoint import param_groups
 from .encode import VLMBatchStream, encode_examples, format_prompt, pad_id
 from .errors import VLMError
@@ -77,21 +77,7 @@ SPECIAL_TOKENS = ["<image>", "<fake_token_around_image>", "<global-img>", "<end_
 # ------------------------------------------------------------------ options
 def check_options(options: dict) -> dict:
     """A tiny VLM's options over :data:`TINY_VLM_DEFAULTS`; a bad one raises ConfigError naming it."""
-    out = dict(TINY_VLM_DEFAULTS)
-    for k, v in (options or {}).items():
-        if k not in out:
-            raise ConfigError(f"model.options.{k}: unknown option for a tiny VLM{closest(k, out)}; "
-                              f"known: {sorted(out)}")
-        d = out[k]
-        ok = (isinstance(v, bool) if isinstance(d, bool) else
-              (isinstance(v, int) and not isinstance(v, bool)) if isinstance(d, int) else
-              (isinstance(v, (int, float)) and not isinstance(v, bool)) if isinstance(d, float) else
-              isinstance(v, type(d)))
-        if not ok:
-            raise ConfigError(f"model.options.{k} = {v!r}: expected {type(d).__name__}")
-        if isinstance(d, (int, float)) and not isinstance(d, bool) and v < 0:
-            raise ConfigError(f"model.options.{k} = {v!r}: must be >= 0")
-        out[k] = v
+    out = check_typed_options("tiny VLM", options, TINY_VLM_DEFAULTS)
     if out["family"] not in FAMILIES:
         raise ConfigError(f"model.options.family = {out['family']!r}: unknown tiny VLM family"
                           f"{closest(out['family'], FAMILIES)}; known: {list(FAMILIES)}")

@@ -8,14 +8,12 @@ and is written through :class:`grades.rundir.RunDir`.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from ..io import atomic_write_text
 from ..resources import hub_tasks_dir
 from ..rundir import RunDir
 from .checkpoint import count_params, load_vlm
@@ -146,7 +144,7 @@ def evaluate_vlm(model: str | Path, data: str | Path | None = None, *, out: str 
     }
     if samples_out is not None:
         recs = [{"task": mc[0], **s} for s in scores] + (gen_samples or [])
-        atomic_write_text(samples_out, "".join(json.dumps(r) + "\n" for r in recs))
+        RunDir(Path(samples_out).parent).write_samples(recs, samples_out)
     if out is not None:
         RunDir(Path(out).parent).write_eval(summary, out)
     return summary

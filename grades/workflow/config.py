@@ -90,7 +90,7 @@ def check_configfiles(paths) -> None:
 
 
 def check_baselines(cfg: dict) -> None:
-    """``report.baseline`` and every ``settings.<s>.baseline`` name a setting; an absent
+    """``report.baseline``, ``report.paired_baseline`` and every ``settings.<s>.baseline`` name a setting; an absent
     report baseline is FP when there is one, else the first setting."""
     names = list(cfg["settings"])
     b = cfg["report"]["baseline"]
@@ -98,6 +98,10 @@ def check_baselines(cfg: dict) -> None:
         cfg["report"]["baseline"] = "FP" if "FP" in names else names[0]
     elif b not in names:
         raise ConfigError(f"workflow config: report.baseline = '{b}' is not a setting{closest(b, names)}; "
+                          f"known: {names}")
+    pb = cfg["report"].get("paired_baseline")
+    if pb is not None and pb not in names:
+        raise ConfigError(f"workflow config: report.paired_baseline = '{pb}' is not a setting{closest(pb, names)}; "
                           f"known: {names}")
     for s, st in cfg["settings"].items():
         if st.get("baseline") is not None and st["baseline"] not in names:

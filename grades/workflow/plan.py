@@ -32,7 +32,7 @@ from ..overrides import set_path
 #: tables written beside accuracy/efficiency when report.paper_models is set (grades.report.paper)
 PAPER_TABLES = ("paper_accuracy.csv", "paper_accuracy.md", "paper_reference.md", "paper_comparison.csv",
                 "paper_comparison.md", "paper_efficiency.csv", "paper_efficiency.md", "paper_multimodal.csv",
-                "paper_multimodal.md")
+                "paper_multimodal.md", "paper_splits.csv", "paper_splits.md")
 
 
 def slug(name: str) -> str:

@@ -62,7 +62,9 @@ rule compare:
         figures=lambda wc: FIGURES,
         select=_select,
         models=" ".join(gw.quote(m) for m in gw.compare_models(W)),
+        claims=CLAIM_ARGS,
         matched="--matched" if MATCHED_RUNS else "",
     shell:
         "{params.env} {params.py} -m grades.report compare --runs {params.runs} --tables $(dirname {output.table}) "
-        "--figures {params.figures} --select {params.select} --models {params.models} {params.matched} > {log} 2>&1"
+        "--figures {params.figures} --select {params.select} --models {params.models} {params.claims} "
+        "{params.matched} > {log} 2>&1"

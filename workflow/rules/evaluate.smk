@@ -38,7 +38,7 @@ rule evaluate:
         args=_eval_args,
     shell:
         "{params.env} {params.py} -m grades.evaluate {params.weights} --tasks {params.tasks} --data {input.data} "
-        "--out {output} --threads {threads} {params.args} > {log} 2>&1"
+        "--out {output} --samples-out $(dirname {output})/samples.jsonl --threads {threads} {params.args} > {log} 2>&1"
 
 
 rule evaluate_base:
@@ -69,7 +69,7 @@ rule evaluate_base:
         args=_eval_args,
     shell:
         "{params.env} {params.py} -m grades.evaluate --model {input.model} --tasks {params.tasks} --data {input.data} "
-        "--out {output} --threads {threads} {params.args} > {log} 2>&1"
+        "--out {output} --samples-out $(dirname {output})/samples.jsonl --threads {threads} {params.args} > {log} 2>&1"
 
 
 rule evaluate_vlm:
@@ -100,7 +100,7 @@ rule evaluate_vlm:
         weights=_weights,
         args=lambda wc: gw.vlm_eval_args(W, wc.model),
     shell:
-        "{params.env} {params.py} -m grades.vlm evaluate {params.weights} --data {input.data} --out {output} "
+        "{params.env} {params.py} -m grades.vlm evaluate {params.weights} --data {input.data} --out {output} --samples-out $(dirname {output})/samples.jsonl "
         "--threads {threads} {params.args} > {log} 2>&1"
 
 
@@ -130,5 +130,5 @@ rule evaluate_vlm_base:
         py=PY,
         args=lambda wc: gw.vlm_eval_args(W, wc.model),
     shell:
-        "{params.env} {params.py} -m grades.vlm evaluate --model {input.model} --data {input.data} --out {output} "
+        "{params.env} {params.py} -m grades.vlm evaluate --model {input.model} --data {input.data} --out {output} --samples-out $(dirname {output})/samples.jsonl "
         "--threads {threads} {params.args} > {log} 2>&1"
