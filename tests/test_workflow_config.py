@@ -183,7 +183,8 @@ def test_dry_run_routes_vlm_evaluation_to_grades_vlm(tmp_path):
     assert "-m grades.evaluate --model cache/smoke/models/tiny-qwen3 --tasks world_mc" in out
     assert "grades.vlm evaluate --model cache/smoke/models/tiny-qwen3" not in out
     # the tiny VLM's jobs take one core each (models.tiny-vlm.resources.<rule>.cpus: 1)
-    assert "--data cache/smoke/data/shapes --out results/runs/smoke/tiny-vlm/base/eval.json --threads 1" in out
+    assert ("--data cache/smoke/data/shapes --out results/runs/smoke/tiny-vlm/base/eval.json "
+            "--samples-out $(dirname results/runs/smoke/tiny-vlm/base/eval.json)/samples.jsonl --threads 1") in out
     assert "--set threads=1" in out and "--set threads=2" in out
     # every job's torch/OpenMP/MKL threads are its Snakemake threads, and idle OpenMP threads sleep
     cmds = [ln.removeprefix("Shell command: ") for ln in out.splitlines()
