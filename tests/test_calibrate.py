@@ -191,6 +191,7 @@ def tiny_run(tmp_path_factory):
     return d, cfg
 
 
+@pytest.mark.slow
 def test_probe_predicts_a_real_run(tiny_run, capsys):
     from grades.train import load_run_config, run
 

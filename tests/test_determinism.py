@@ -41,6 +41,7 @@ def _files(run_dir: Path) -> dict:
             "events": (run_dir / "freeze_events.csv").read_text(), "signals": (run_dir / "signals.csv").read_text()}
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_in_and_across_processes(tiny):
     d, raw = tiny
     run(load_run_config(raw), d / "a", progress=False)

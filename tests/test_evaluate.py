@@ -372,6 +372,7 @@ def _vllm_lora_eval(tiny, tmp_path, **kw):
     return out, [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_lora_check_agreement_keeps_the_adapter(tiny, tmp_path, monkeypatch):
     calls = _vllm_stand_in(monkeypatch, shift=1e-3)
     out, _ = _vllm_lora_eval(tiny, tmp_path, lora_check=4)
@@ -384,6 +385,7 @@ def test_lora_check_agreement_keeps_the_adapter(tiny, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "eval.json").read_text())["lora_check"] == c
 
 
+@pytest.mark.slow
 def test_lora_check_disagreement_merges_and_says_so(tiny, tmp_path, monkeypatch, caplog):
     calls = _vllm_stand_in(monkeypatch, shift=0.7)
     with caplog.at_level("WARNING", logger="grades.evaluate"):
@@ -405,6 +407,7 @@ def test_lora_check_disagreement_merges_and_says_so(tiny, tmp_path, monkeypatch,
     assert out["tasks"]["world_mc"]["acc"] == ref["tasks"]["world_mc"]["acc"]
 
 
+@pytest.mark.slow
 def test_lora_check_vllm_error_merges(tiny, tmp_path, monkeypatch, caplog):
     calls = _vllm_stand_in(monkeypatch, fail=True)
     with caplog.at_level("WARNING", logger="grades.evaluate"):
@@ -415,6 +418,7 @@ def test_lora_check_vllm_error_merges(tiny, tmp_path, monkeypatch, caplog):
     assert "prompt_logprobs" in c["error"] and "failed with the adapter" in caplog.text
 
 
+@pytest.mark.slow
 def test_lora_check_off_and_not_for_hf_or_merged(tiny, tmp_path, monkeypatch):
     calls = _vllm_stand_in(monkeypatch, shift=5.0)
     out, _ = _vllm_lora_eval(tiny, tmp_path, lora_check=0)

@@ -35,6 +35,7 @@ def dry_run(*args: str) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install 'grades-harness[slurm]'")
     out = dry_run("--configfile", "config/paper.yaml", "--profile", "workflow/profiles/slurm", "all", "prefetch")
@@ -75,6 +76,7 @@ def test_slurm_profile_plans_a_train_and_an_eval_job_per_model_and_setting():
     assert "cpus_per_task=4" in res and "gpu=" not in res and "slurm_partition=cpu" in res
 
 
+@pytest.mark.slow
 def test_default_profile_runs_the_smoke_profile_locally(tmp_path):
     # in a scratch directory: the plan must not depend on results already in the checkout
     out = dry_run("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
@@ -85,6 +87,7 @@ def test_default_profile_runs_the_smoke_profile_locally(tmp_path):
     assert "torch.distributed.run" not in out and "gpu=0" in out
 
 
+@pytest.mark.slow
 def test_seeds_overlay_runs_every_setting_with_three_seeds(tmp_path):
     """config/seeds.yaml after a profile: three seeds of every run, and the tables pass the claims' options."""
     cfg = copy.deepcopy(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
@@ -110,6 +113,7 @@ def fake_tasks(tasks):
                if t in table}, **(pf.lm_eval_task_datasets(hub) if hub else {})}
 
 
+@pytest.mark.slow
 def test_plan_lists_every_hub_download_once():
     cfg = gw.load(copy.deepcopy(PAPER))
     items = pf.plan(cfg, task_datasets=fake_tasks)
@@ -209,6 +213,7 @@ def test_fetch_calls_and_manifest(tmp_path, monkeypatch):
     assert [r["status"] for r in failed] == ["ok", "failed"]
 
 
+@pytest.mark.slow
 def test_cli_dry_run_downloads_nothing(tmp_path):
     r = subprocess.run([sys.executable, "-m", "grades.prefetch", "--workflow-config", "config/paper.yaml",
                         "--dry-run", "--no-vlm", "--out", str(tmp_path / "m.json")], cwd=ROOT,

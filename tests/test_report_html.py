@@ -71,6 +71,7 @@ def report(tmp_path_factory):
     return work / "report.html"
 
 
+@pytest.mark.slow
 def test_report_embeds_every_table_and_figure(report):
     text = report.read_text()
     for name in FILES:
@@ -79,5 +80,6 @@ def test_report_embeds_every_table_and_figure(report):
         assert caption in text, f"caption {caption!r} (workflow/report/*.rst) is not in report.html"
 
 
+@pytest.mark.slow
 def test_report_page_lists_the_tables_and_figures(report, tmp_path):
     check_report(report, tmp_path, FILES, CATEGORIES)

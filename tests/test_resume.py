@@ -111,6 +111,7 @@ def _train_cli(run_yaml: Path, out: Path, ckpt: Path, kill_at: int | None) -> su
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_sigkill_and_rerun_resumes_to_the_same_result(tiny, reference):
     d = tiny[0]
     run_yaml = d / "run.yaml"

@@ -350,6 +350,7 @@ def test_task_dir_indexes_the_nine_tasks_without_warnings(caplog):
                                                   "split": "testdev"}]
 
 
+@pytest.mark.slow
 def test_task_names_are_not_in_lm_eval_registry():
     import lm_eval.tasks
     from lm_eval.tasks._index import TaskIndex
@@ -577,6 +578,7 @@ def _response(sample) -> str:
     return sample["resps"][0][0]
 
 
+@pytest.mark.slow
 def test_end_to_end_hf_multimodal(tiny_vlm, e2e):
     res = _evaluate(tiny_vlm, e2e.dir, ["vqav2", "coco_caption", "mmstar_math"])
     r, s = res["results"], res["samples"]
@@ -665,6 +667,7 @@ def test_vqav2_scores_a_fixed_sample(monkeypatch):
     assert vb.vqav2_docs(ds)["question_id"] != a["question_id"]
 
 
+@pytest.mark.slow
 def test_grades_vlm_evaluate_writes_the_benchmarks_to_eval_json(tiny_vlm, e2e, tmp_path, monkeypatch):
     """The workflow's path: `python -m grades.vlm evaluate --task vqav2,coco_caption,mmstar_math`
     (no prepared dataset: the benchmarks read their own data) -> eval.json with lm-eval's

@@ -20,6 +20,9 @@ import pytest
 from wheel_install import ROOT, build_wheel, copy_sources, install, install_editable, installed_env
 
 
+pytestmark = pytest.mark.slow  # every test builds or installs the package
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")

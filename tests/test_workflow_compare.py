@@ -170,6 +170,7 @@ def test_default_compare_target_is_apart_from_the_main_target():
     assert len(gw.matched_runs(cfg)) == 4, "at most 4 matched runs, shorter than the baselines"
 
 
+@pytest.mark.slow
 def test_snakemake_compare_target_dry_run(tmp_path):
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", str(ROOT / "Snakefile"),
                         "--directory", str(tmp_path), "compare", "--configfile", str(ROOT / "config" / "smoke.yaml")],

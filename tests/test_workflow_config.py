@@ -88,6 +88,7 @@ def test_slugs():
     assert gw.slug("FP+GradES") == "fp-grades" and gw.slug("LoRA+ES") == "lora-es"
 
 
+@pytest.mark.slow
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     bad = _set(copy.deepcopy(SMOKE), ["settings", "FP", "mode"], "full")
     bad["profile"] = "badcfg-test"
@@ -172,6 +173,7 @@ def test_bad_vlm_config_names_the_field(path, value, words):
         assert w in str(e.value), f"{w!r} not in message: {e.value}"
 
 
+@pytest.mark.slow
 def test_dry_run_routes_vlm_evaluation_to_grades_vlm(tmp_path):
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "2", "--snakefile",
                         str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
@@ -199,6 +201,7 @@ def test_dry_run_routes_vlm_evaluation_to_grades_vlm(tmp_path):
         assert f in out
 
 
+@pytest.mark.slow
 def test_run_command_resolves_the_checkouts_paths_to_the_shipped_files(tmp_path, monkeypatch):
     """`python -m grades.workflow run ARGS`: Snakemake on the shipped Snakefile in the working
     directory; config/<name>.yaml and workflow/profiles/<name> mean the shipped copies unless

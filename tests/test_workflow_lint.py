@@ -49,6 +49,7 @@ def rule_blocks() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("profile", ["config", "smoke", "paper"])
+@pytest.mark.slow
 def test_lint_on_a_fresh_clone(profile, tmp_path):
     env = {**os.environ, "GRADES_OFFICIAL_DIR": str(tmp_path / "no-peers")}  # .peers/ not installed yet
     r = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
@@ -112,6 +113,7 @@ esac
 """
 
 
+@pytest.mark.slow
 def test_use_conda_runs_the_environments_python_with_this_checkout(tmp_path):
     """--use-conda: every job runs `python` from its conda environment and imports grades from
     the checkout (PYTHONPATH); without it, the interpreter running Snakemake. conda itself is not

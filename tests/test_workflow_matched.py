@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ def finish_runs(root: Path) -> None:
                 "flops": {"total": flops}}))
 
 
+@pytest.mark.slow
 def test_compare_plans_matched_runs_from_the_methods_train_json(tmp_path):
     finish_runs(tmp_path)
     # stage 2 for real: the checkpoint reads the train.json files, run_config writes the steps
