@@ -68,6 +68,24 @@ EXPECTED = ["tiny-qwen3/fp/seed0=FP", "tiny-qwen3/fp-grades/seed0=FP+GradES", "t
             "tiny-qwen3/lora-grades/seed0=LoRA+GradES", "tiny-qwen3/base"]
 
 
+def test_a_missing_run_is_marked_only_under_its_own_models_tasks(tmp_path):
+    """Two models scored on different tasks of one protocol: a missing run of one marks its own
+    task's cell, the other model's column keeps "–"; a protocol without a chance level prints none."""
+    runs = fake_runs(tmp_path / "runs")
+    doc = _eval(0.4)
+    doc["tasks"] = {"other_mc": {**doc["tasks"]["world_mc"], "n_choices": None},
+                    "other_gen": {**doc["tasks"]["cs_world"], "protocol": "generation", "chance_acc": None}}
+    _write(runs / "other" / "base" / "eval.json", doc)
+    write_tables(runs, tmp_path / "t", expected=EXPECTED + ["other/fp/seed0=FP", "other/base"])
+    md = (tmp_path / "t" / "accuracy.md").read_text()
+    # columns other_mc, world_mc (first seen first)
+    assert "| other | FP | missing (not run) | – |" in md, md
+    assert "| tiny-qwen3 | LoRA+GradES | – | missing (not run) |" in md, md
+    start = md.index("**Protocol: generation**") + 1
+    gen = md[start - 1:min(i for i in (md.find("**Protocol:", start), md.find("**Missing", start)) if i > 0)]
+    assert "Chance level" not in gen, gen
+
+
 def test_run_status_says_which_runs_are_missing_and_why(tmp_path):
     st = run_status(fake_runs(tmp_path / "runs"), EXPECTED)
     assert list(zip(st["setting"], st["status"])) == [("FP", "ok"), ("FP+GradES", "failed"), ("LoRA", "not evaluated"),

@@ -204,8 +204,8 @@ def accuracy_markdown(acc: pd.DataFrame, status: pd.DataFrame | None = None, cla
         lines += [f"**Protocol: {protocol}** — {PROTOCOL_NOTES.get(protocol, protocol)}.", ""]
         lines += _protocol_table(part, missing, claims, protocol)
         chance = part.groupby("task")["chance"].first()
-        lines += ["", "Chance level: " + ", ".join(f"{t} {c:.1f}%" for t, c in chance.items() if not math.isnan(c)),
-                  ""]
+        known = [f"{t} {c:.1f}%" for t, c in chance.items() if not math.isnan(c)]
+        lines += ["", "Chance level: " + ", ".join(known), ""] if known else [""]
     return "\n".join(lines) + missing_markdown(status)
 
 
@@ -240,7 +240,9 @@ def _protocol_table(acc: pd.DataFrame, missing: pd.DataFrame | None, claims: Cla
         for (model, setting), grp in missing.groupby(["model", "setting"], sort=False):
             if model in set(acc["model"]) and (model, setting) not in have:
                 why = "; ".join(dict.fromkeys(grp["status"]))
-                cells = [f"missing ({why})"] * len(tasks) + ([""] if len(tasks) > 1 and same else [])
+                own = set(acc.loc[acc["model"] == model, "task"])  # another model's tasks stay "–"
+                cells = [f"missing ({why})" if t in own else "–" for t in tasks]
+                cells += [""] if len(tasks) > 1 and same else []
                 cells += [""] * len(delta)
                 lines.append("| " + " | ".join([model, setting, *cells]) + " |")
     return lines
