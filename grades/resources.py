@@ -12,7 +12,9 @@ is the same. Every other module asks here instead of building paths from
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -91,3 +93,17 @@ def default_configfile() -> Path:
 def paper_dir() -> Path:
     """The paper's own numbers (``results/paper``)."""
     return root() / "results" / "paper"
+
+
+def git_commit(checkout: Path | None = REPO_ROOT) -> str | None:
+    """The commit of the git checkout at ``checkout`` (default: this package's own), with
+    ``-dirty`` when tracked files have uncommitted changes; None when installed or not a git tree."""
+    if checkout is None:
+        return None
+    with contextlib.suppress(Exception):
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5)
+        if r.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return r.stdout.strip() + ("-dirty" if dirty else "")
+    return None

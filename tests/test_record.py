@@ -53,3 +53,16 @@ def test_record_cli(tmp_path, capsys):
     assert report_main(["record", "--profile", "q", "--root", str(tmp_path)]) == 0
     assert "manifest.md" in capsys.readouterr().out
     assert report_main(["record", "--profile", "missing", "--root", str(tmp_path)]) == 2
+
+
+def test_git_commit_of_a_checkout_and_of_no_checkout(tmp_path):
+    """One git_commit for run records and the record manifest: this checkout's commit (with -dirty
+    when tracked files changed), None for a folder that is no git tree or for an installed copy."""
+    import re
+
+    from grades.resources import REPO_ROOT, git_commit
+
+    got = git_commit()
+    assert got is not None and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", got), got
+    assert git_commit(REPO_ROOT) == got
+    assert git_commit(tmp_path) is None and git_commit(None) is None

@@ -18,26 +18,15 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..resources import git_commit
 from ..rundir import finished_runs
 
 MANIFEST = "manifest.json"
 MANIFEST_MD = "manifest.md"
 FIGURES = "figures"
-
-
-def checkout_commit(root: Path) -> str | None:
-    """The commit of the checkout at ``root`` (``-dirty`` with uncommitted changes), or None."""
-    with contextlib.suppress(Exception):
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        if r.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return r.stdout.strip() + ("-dirty" if dirty else "")
-    return None
 
 
 def machine() -> dict:
@@ -135,7 +124,7 @@ def write_record(profile: str, *, root: str | Path = ".", runs: str | Path | Non
         with contextlib.suppress(OSError):
             (out / stale).unlink()
     m = {"profile": profile, "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-         "recorded_at_commit": checkout_commit(root),
+         "recorded_at_commit": git_commit(root),
          "source": {"runs": _rel(runs, root), "tables": _rel(tables, root), "figures": _rel(figures, root)},
          "runs": runs_summary(runs), "machine": machine(), "files": names}
     paths[MANIFEST] = atomic_write_json(out / MANIFEST, m)

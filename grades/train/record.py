@@ -1,7 +1,7 @@
 """What train.json says about a run: its setup, its result, and the environment it ran in.
 
 :func:`setup_fields` (known once the run is set up) and :func:`result_fields` (after the
-loop) fill the run's record; :func:`versions`, :func:`git_commit` and the peak-memory
+loop) fill the run's record; :func:`versions`, :func:`grades.resources.git_commit` and the peak-memory
 readers describe the environment.
 """
 
@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import platform
 import resource
-import subprocess
 import sys
 
 import torch
 
-from ..resources import REPO_ROOT
+from ..resources import git_commit
 from .config import config_hash
 from .state import LoopState, Training
 
@@ -65,19 +64,6 @@ def versions() -> dict:
         with contextlib.suppress(Exception):
             out[name] = __import__(name).__version__
     return out
-
-
-def git_commit() -> str | None:
-    """The checkout's commit (``-dirty`` with uncommitted changes); None when installed or not a git tree."""
-    if REPO_ROOT is None:
-        return None
-    with contextlib.suppress(Exception):
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        if r.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return r.stdout.strip() + ("-dirty" if dirty else "")
-    return None
 
 
 def peak_rss_bytes() -> int:
