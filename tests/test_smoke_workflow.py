@@ -6,8 +6,8 @@ real workflow from an empty working directory, offline, importing that copy: the
 packaged install is what runs. Then the acceptance criteria on the tables it produced
 (the tiny language model's and the tiny VLM's multimodal table and figure), the run
 numbers against tests/golden/smoke.json, that a rerun with nothing changed plans no job,
-and the HTML report of the run. About 10 minutes on 2 CPU cores, plus about 7 for the
-`compare` target (8 more tiny runs).
+and the HTML report of the run. About 6 minutes on 2 CPU cores (docs/results/performance.md),
+plus the `compare` target (8 more tiny runs and the matched-budget ones).
 """
 
 from __future__ import annotations

@@ -187,7 +187,9 @@ def test_dry_run_routes_vlm_evaluation_to_grades_vlm(tmp_path):
     # the tiny VLM's jobs take one core each (models.tiny-vlm.resources.<rule>.cpus: 1)
     assert ("--data cache/smoke/data/shapes --out results/runs/smoke/tiny-vlm/base/eval.json "
             "--samples-out $(dirname results/runs/smoke/tiny-vlm/base/eval.json)/samples.jsonl --threads 1") in out
-    assert "--set threads=1" in out and "--set threads=2" in out
+    # and so do the tiny Qwen3's (models.tiny-qwen3.resources): no smoke job asks for both cores
+    assert "--set threads=1" in out and "--set threads=2" not in out
+    assert "-m grades.models prepare --spec tiny:qwen3" in out
     # every job's torch/OpenMP/MKL threads are its Snakemake threads, and idle OpenMP threads sleep
     cmds = [ln.removeprefix("Shell command: ") for ln in out.splitlines()
             if ln.startswith("Shell command: ") and ln != "Shell command: None"]  # None: run_config, all

@@ -30,6 +30,9 @@ rule prepare_model:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
         f"{BENCH}/prepare_model/{{model}}.tsv"
+    # every run of a model waits for it, and its pretraining is the longest job of the smoke
+    # profile: start it first rather than after the cheaper jobs the scheduler would pick
+    priority: 10
     conda:
         ENV
     threads: _threads("prepare")
