@@ -290,3 +290,38 @@ def test_tiny_matched_runs_train_for_the_budget_their_method_used(tmp_path, tiny
             assert abs(rec["flops"]["total"] - method["flops"]["total"]) <= per_step
         # same data order as the baseline: the first steps' losses are the baseline's (until the schedules part)
         assert rec["loss_curve"][0] == base["loss_curve"][0]
+
+
+def test_paired_test_is_that_of_the_protocol_whose_accuracy_the_row_shows(tmp_path):
+    """A model scored by two protocols: the row shows the first protocol's accuracy (as the
+    comparison does), so its interval and p are that task's alone, never pooled with the other
+    protocol's items (a real default-profile run showed Δ -4.75 beside an interval of both)."""
+    from grades.rundir import RunDir
+
+    root, n = tmp_path / "runs", 400
+    # (generation, log-likelihood): the method is 19 items behind by generation and 19 ahead by
+    # log-likelihood, so a test pooling both protocols would see no difference at all
+    right = {"fp-grades": (128, 176), "fp-matched-fp-grades": (147, 157)}
+    for slug, name, steps in (("fp", "FP", 40), ("fp-grades", "FP+GradES", 29),
+                              ("fp-matched-fp-grades", "FP@matched(FP+GradES)", 29)):
+        g, ll = right.get(slug, (128, 158))
+        write_run(root, slug, name, "fp", "grades" if slug == "fp-grades" else "none", 0, steps=steps,
+                  flops=steps * 1e12, planned=steps if "matched" in slug else 40)
+        d = root / "m" / slug / "seed0"
+        task = {"n": n, "n_choices": 3}
+        (d / "eval.json").write_text(json.dumps({"tasks": {
+            "gen": {**task, "acc": None, "score": g / n, "score_stderr": 0.02, "metric": "exact_match",
+                    "protocol": "commonsense-generation", "output_type": "generate_until"},
+            "ll": {**task, "acc": ll / n, "acc_stderr": 0.02, "metric": "acc", "score": ll / n,
+                   "protocol": "loglikelihood", "output_type": "multiple_choice"}}}))
+        RunDir(d).write_samples([{"task": "gen", "doc_id": i, "exact_match": float(i < g)} for i in range(n)]
+                                + [{"task": "ll", "doc_id": i, "acc": float(i < ll)} for i in range(n)])
+    tab = pd.read_csv(C.write_comparison(root, tmp_path / "t", None, matched=True)["matched.csv"]).set_index("budget")
+    steps = tab.loc["steps"]
+    assert steps["tasks"] == "gen" and steps["protocol"] == "commonsense-generation"
+    assert steps["delta"] == pytest.approx(100 * (128 - 147) / n)  # -4.75 points, generation only
+    # 19 items right only in the matched run, none the other way: the generation task's own interval
+    assert steps["delta_ci_low"] < -4.75 / 2 and steps["delta_ci_high"] < 0 and steps["p_value"] < 1e-4
+    assert steps["verdict"] == "different"
+    md = (tmp_path / "t" / "matched.md").read_text()
+    assert "| gen (commonsense-generation) |" in md

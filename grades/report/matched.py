@@ -34,18 +34,21 @@ from .stats import DEFAULT_MARGIN
 
 FULL = "full"
 BUDGET_ORDER = {FLOPS: 0, STEPS: 1, FULL: 2}
-COLUMNS = ["model", "method", "baseline", "budget", "against", "seeds", "steps_method", "steps_baseline",
+COLUMNS = ["model", "method", "baseline", "budget", "against", "seeds", "tasks", "protocol", "steps_method",
+           "steps_baseline",
            "flops_train_method", "flops_train_baseline", "flops_ratio", "acc_method", "acc_method_stderr",
            "acc_baseline", "acc_baseline_stderr", "delta", "delta_ci_low", "delta_ci_high", "p_value", "verdict"]
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
-def paired_test(method_runs: list[str], baseline_runs: list[str], *, margin: float = DEFAULT_MARGIN,
-                seed: int = 0) -> dict:
+def paired_test(method_runs: list[str], baseline_runs: list[str], *, tasks: list[str] | None = None,
+                margin: float = DEFAULT_MARGIN, seed: int = 0) -> dict:
     """The paired comparison of a method's runs with a baseline's (seed k with seed k, on the test
     items both scored: :func:`grades.report.paired.paired_comparisons`, from their samples.jsonl):
     the 95% paired bootstrap interval of the difference (points), McNemar's p and the verdict;
-    NaN where the runs have no per-item records."""
+    NaN where the runs have no per-item records. ``tasks``: the tasks whose accuracy the row
+    shows (one protocol's: the comparison's accuracy); the test pools exactly those, never a
+    task scored by another protocol. Default: every task the runs scored."""
     from ..rundir import load_run
     from .paired import ALL_TASKS, paired_comparisons
 
@@ -56,8 +59,13 @@ def paired_test(method_runs: list[str], baseline_runs: list[str], *, margin: flo
     bases = {r.setting for r in runs if str(r.dir) in set(map(str, baseline_runs))}
     if len(methods) != 1 or len(bases) != 1:
         return none
-    rows = paired_comparisons(runs, baseline=bases.pop(), margin=margin, seed=seed)
+    shown = "shown"  # the pool of the row's tasks; any other task scored is pooled apart
+    pools = {t: shown for t in tasks} if tasks else None
+    rows = paired_comparisons(runs, baseline=bases.pop(), margin=margin, seed=seed, pools=pools)
     rows = rows[rows["setting"].eq(methods.pop())]
+    if tasks:
+        rows = rows[rows["task"].eq(tasks[0])] if len(tasks) == 1 else \
+            rows[rows["task"].eq(ALL_TASKS) & rows["pool"].eq(shown)]
     if rows.empty:
         return none
     row = rows[rows["task"].eq(ALL_TASKS)].iloc[0] if len(rows) > 1 else rows.iloc[0]
@@ -85,7 +93,8 @@ def matched_pairs(points: pd.DataFrame) -> pd.DataFrame:
                                 and x["seed"] == seed for x in rows):
                 continue
             rows.append({"model": model, "method": method, "baseline": baseline, "budget": bud, "against": against,
-                         "seed": seed, "steps_method": m["steps_run"], "steps_baseline": b["steps_run"],
+                         "seed": seed, "tasks": m.get("tasks", ""), "protocol": m.get("protocol", ""),
+                         "steps_method": m["steps_run"], "steps_baseline": b["steps_run"],
                          "flops_train_method": m["flops_train"], "flops_train_baseline": b["flops_train"],
                          "acc_method": m["acc"], "acc_method_stderr": m["acc_stderr"], "acc_baseline": b["acc"],
                          "acc_baseline_stderr": b["acc_stderr"], "delta": m["acc"] - b["acc"],
@@ -101,7 +110,8 @@ def matched_table(pairs: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, seed: 
     out = []
     for (model, method, budget), g in pairs.groupby(["model", "method", "budget"], sort=False):
         row = {"model": model, "method": method, "baseline": g["baseline"].iloc[0], "budget": budget,
-               "against": g["against"].iloc[0], "seeds": g["seed"].nunique()}
+               "against": g["against"].iloc[0], "seeds": g["seed"].nunique(),
+               "tasks": _text(g["tasks"].iloc[0]), "protocol": _text(g["protocol"].iloc[0])}
         for c in ("steps_method", "steps_baseline", "flops_train_method", "flops_train_baseline", "acc_method",
                   "acc_baseline", "delta"):
             row[c] = float(g[c].mean())
@@ -109,12 +119,18 @@ def matched_table(pairs: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, seed: 
             se = g[c].dropna()
             row[c] = float(np.sqrt((se ** 2).sum()) / len(se)) if len(se) else math.nan
         row["flops_ratio"] = row["flops_train_method"] / row["flops_train_baseline"]
-        row.update(paired_test(list(g["run_method"]), list(g["run_baseline"]), margin=margin, seed=seed))
+        row.update(paired_test(list(g["run_method"]), list(g["run_baseline"]),
+                               tasks=[t for t in row["tasks"].split(",") if t] or None, margin=margin, seed=seed))
         out.append(row)
     tab = pd.DataFrame(out)
     tab["_order"] = tab["budget"].map(BUDGET_ORDER)
     tab = tab.sort_values(["model", "method", "_order"], kind="stable").drop(columns="_order")
     return tab[COLUMNS].reset_index(drop=True)
+
+
+def _text(v) -> str:
+    """A tasks / protocol cell of the run points ('' where the run has no evaluation)."""
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
 def _budget_text(budget: str) -> str:
@@ -130,15 +146,18 @@ def matched_markdown(tab: pd.DataFrame) -> str:
              "method − accuracy of the baseline run (percentage points, same seed and test items); FLOPs = "
              "training FLOPs, method / baseline. A positive Δ against a matched run means the method beat "
              "simply training less. Paired: the 95% paired bootstrap interval of Δ over the items both "
-             "runs scored, McNemar's p, and the verdict (docs: Reading the results).", ""]
+             "runs scored, McNemar's p, and the verdict (docs: Reading the results). Accuracy and test are "
+             "those of the tasks named (the model's first protocol, as in the comparison).", ""]
     if tab.empty:
         return "\n".join(lines + ["_no matched runs finished (a method that saved nothing has none)_", ""])
-    head = ["model", "method", "against", "budget", "steps", "FLOPs", "method acc", "baseline acc", "Δ", "paired"]
+    head = ["model", "method", "against", "budget", "scored on", "steps", "FLOPs", "method acc", "baseline acc",
+            "Δ", "paired"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in tab.iterrows():
         ci = ("–" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
               + ("" if math.isnan(r["p_value"]) else f", p = {r['p_value']:.3g}") + f", {r['verdict']}")
-        cells = [r["model"], r["method"], r["against"], _budget_text(r["budget"]),
+        scored = r["tasks"] + (f" ({r['protocol']})" if r["protocol"] else "") if r["tasks"] else "–"
+        cells = [r["model"], r["method"], r["against"], _budget_text(r["budget"]), scored,
                  f"{r['steps_method']:.0f} vs {r['steps_baseline']:.0f}", f"{r['flops_ratio']:.2f}x",
                  f"{r['acc_method']:.2f} ± {r['acc_method_stderr']:.2f}",
                  f"{r['acc_baseline']:.2f} ± {r['acc_baseline_stderr']:.2f}", f"{r['delta']:+.2f}", ci]
@@ -184,7 +203,8 @@ def matched_figure(pairs: pd.DataFrame, model: str):
         ax.set_xscale("log")
     ax.margins(x=0.08)  # room for the budget labels
     ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("accuracy (%), ± 1 s.e.")
+    tasks = sorted({_text(t) for t in p.get("tasks", pd.Series(dtype=str))} - {""})
+    ax.set_ylabel(f"accuracy (%) on {', '.join(tasks)}, ± 1 s.e." if tasks else "accuracy (%), ± 1 s.e.")
     ax.grid(True, alpha=0.3)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8)
     fig.suptitle(f"{model}: each method against its baseline trained less", fontsize=11)
