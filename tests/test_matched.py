@@ -316,12 +316,33 @@ def test_paired_test_is_that_of_the_protocol_whose_accuracy_the_row_shows(tmp_pa
                    "protocol": "loglikelihood", "output_type": "multiple_choice"}}}))
         RunDir(d).write_samples([{"task": "gen", "doc_id": i, "exact_match": float(i < g)} for i in range(n)]
                                 + [{"task": "ll", "doc_id": i, "acc": float(i < ll)} for i in range(n)])
-    tab = pd.read_csv(C.write_comparison(root, tmp_path / "t", None, matched=True)["matched.csv"]).set_index("budget")
+    vlm = root / "vlm" / "fp" / "seed0"
+    vlm.mkdir(parents=True)
+    (vlm / "train.json").write_text((root / "m" / "fp" / "seed0" / "train.json").read_text())
+    (vlm / "eval.json").write_text(json.dumps({"tasks": {"shapes_mc": {
+        "n": 300, "n_choices": 4, "acc": 0.5, "acc_stderr": 0.03, "protocol": "image-choice"}}}))
+    paths = C.write_comparison(root, tmp_path / "t", tmp_path / "f", matched=True)
+    both = pd.read_csv(paths["matched.csv"])
+    # first protocol first; another model's protocol (the VLM's, say) adds no rows of NaN
+    assert list(dict.fromkeys(both["protocol"])) == ["commonsense-generation", "loglikelihood"]
+    assert both["acc_method"].notna().all()
+    tab = both[both["protocol"].eq("commonsense-generation")].set_index("budget")
     steps = tab.loc["steps"]
     assert steps["tasks"] == "gen" and steps["protocol"] == "commonsense-generation"
     assert steps["delta"] == pytest.approx(100 * (128 - 147) / n)  # -4.75 points, generation only
     # 19 items right only in the matched run, none the other way: the generation task's own interval
     assert steps["delta_ci_low"] < -4.75 / 2 and steps["delta_ci_high"] < 0 and steps["p_value"] < 1e-4
     assert steps["verdict"] == "different"
+    # the log-likelihood block: its own accuracy and test, 19 items the other way
+    ll = both[both["protocol"].eq("loglikelihood")].set_index("budget").loc["steps"]
+    assert ll["tasks"] == "ll" and ll["delta"] == pytest.approx(100 * 19 / n)
+    assert ll["delta_ci_low"] > 0 and ll["verdict"] == "different"
     md = (tmp_path / "t" / "matched.md").read_text()
-    assert "| gen (commonsense-generation) |" in md
+    assert "| gen (commonsense-generation) |" in md and "| ll (loglikelihood) |" in md
+    from grades.report.matched import matched_figure, matched_pairs
+    from grades.report.runs import collect
+
+    train, evals = collect(root)
+    per_protocol = [C.run_points(train, evals, protocol=p) for p in C.protocols(evals)]
+    assert len(matched_figure(matched_pairs(per_protocol), "m").axes) == 2  # a panel per protocol
+    assert paths["matched_m.png"].read_bytes()[:8] == PNG_MAGIC

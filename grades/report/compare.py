@@ -68,11 +68,13 @@ def _run_key(run_dir: str) -> str:
     return "/".join(Path(run_dir).parts[-3:])
 
 
-def run_points(train: pd.DataFrame, evals: pd.DataFrame, select: list[str] | None = None) -> pd.DataFrame:
+def run_points(train: pd.DataFrame, evals: pd.DataFrame, select: list[str] | None = None,
+               protocol: str | None = None) -> pd.DataFrame:
     """One row per finished run: its train.json numbers and its accuracy over tasks (%).
 
     ``select``: keep only these runs ('<model>/<slug>/seed<k>'; '<model>/<slug>' keeps
-    every seed). Runs without an evaluation keep NaN accuracy."""
+    every seed). ``protocol``: the accuracy over the tasks of this protocol (default: each
+    model's first, :func:`primary_protocol`). Runs without an evaluation keep NaN accuracy."""
     if train.empty:
         return pd.DataFrame()
     t = train.copy()
@@ -84,7 +86,12 @@ def run_points(train: pd.DataFrame, evals: pd.DataFrame, select: list[str] | Non
         if missing:
             _log(f"no finished run for {missing}")
         t = t[keep]
-    ev = primary_protocol(evals[evals["mode"].ne("base")]) if not evals.empty else evals
+    if evals.empty:
+        ev = evals
+    elif protocol is None:
+        ev = primary_protocol(evals[evals["mode"].ne("base")])
+    else:
+        ev = evals[evals["mode"].ne("base") & _protocols(evals).eq(protocol)]
     if ev.empty:
         t["acc"], t["acc_stderr"], t["tasks"], t["protocol"], t["metric"] = math.nan, math.nan, "", "", ""
     else:
@@ -96,6 +103,20 @@ def run_points(train: pd.DataFrame, evals: pd.DataFrame, select: list[str] | Non
         acc["acc_stderr"] *= 100
         t = t.merge(acc, on=["model", "setting", "seed"], how="left")
     return t.reset_index(drop=True)
+
+
+def _protocols(evals: pd.DataFrame) -> pd.Series:
+    """Each eval row's protocol (log-likelihood where an older eval.json names none)."""
+    return evals["protocol"].fillna("loglikelihood") if "protocol" in evals else \
+        pd.Series("loglikelihood", index=evals.index)
+
+
+def protocols(evals: pd.DataFrame) -> list[str]:
+    """The protocols of the fine-tuned runs' evaluations, each model's first one first."""
+    if evals.empty:
+        return []
+    ev = evals[evals["mode"].ne("base")]
+    return list(dict.fromkeys([*_protocols(primary_protocol(ev)), *_protocols(ev)]))
 
 
 def primary_protocol(evals: pd.DataFrame) -> pd.DataFrame:
@@ -456,7 +477,8 @@ def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: 
         from .matched import write_matched
 
         o = claims.options
-        paths.update(write_matched(points, out, figures_dir, models, margin=o.margin, seed=o.seed))
+        by_protocol = [run_points(train, evals, select, protocol=p) for p in protocols(evals)] or [points]
+        paths.update(write_matched(by_protocol, out, figures_dir, models, margin=o.margin, seed=o.seed))
         md += "\n" + paths["matched.md"].read_text()
     paths.update({
         "comparison.csv": atomic_write_text(out / "comparison.csv", tab.to_csv(index=False, float_format="%.6g")),

@@ -5,14 +5,14 @@ budget S used (its stop step / its share of B's training FLOPs), with the schedu
 out over that budget (:mod:`grades.workflow.matched` plans them). From the comparison's
 run points (:func:`grades.report.compare.run_points`) this module writes
 
-    matched.{csv,md}          one row per method x budget (full, steps, flops): the
+    matched.{csv,md}          one row per method x budget (full, steps, flops) x protocol: the
                               method's and the baseline's accuracy and training FLOPs,
                               Δ = method − baseline (percentage points, per seed, then
                               averaged), and the paired test of the two runs
     matched_<model>.{png,pdf} accuracy against training FLOPs, one line per pair: the
                               baseline at its budgets (the "train less" line) and the
-                              method's point in the same colour; a method above its line
-                              beat training less
+                              method's point in the same colour, a panel per protocol; a
+                              method above its line beat training less
 
 The paired test of a method against a baseline run (same seeds, same test items) is made
 in one place, :func:`paired_test`, by :mod:`grades.report.paired`: the 95% paired bootstrap
@@ -73,11 +73,17 @@ def paired_test(method_runs: list[str], baseline_runs: list[str], *, tasks: list
             "verdict": row["verdict"]}
 
 
-def matched_pairs(points: pd.DataFrame) -> pd.DataFrame:
-    """One row per model x method x budget x seed: the method's run against its baseline's run
-    at that budget (``full``: the baseline's own run; ``steps``, ``flops``: the matched runs)."""
+def matched_pairs(points: pd.DataFrame | list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per model x method x budget x seed (x protocol, given the run points of each
+    protocol as a list): the method's run against its baseline's run at that budget
+    (``full``: the baseline's own run; ``steps``, ``flops``: the matched runs)."""
+    if isinstance(points, list):  # beyond the first protocol, only pairs scored by that protocol
+        frames = [f if i == 0 or f.empty else f[f["acc_method"].notna() | f["acc_baseline"].notna()]
+                  for i, f in enumerate(matched_pairs(p) for p in points)]
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else matched_pairs(pd.DataFrame())
     if points.empty:
-        return pd.DataFrame(columns=["model", "method", "baseline", "budget", "against", "seed"])
+        return pd.DataFrame(columns=["model", "method", "baseline", "budget", "against", "seed", "protocol"])
     rows = []
     by = {(r["model"], r["setting"], r["seed"]): r for _, r in points.iterrows()}
     for (model, setting, seed), r in by.items():
@@ -108,7 +114,8 @@ def matched_table(pairs: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, seed: 
     if pairs.empty:
         return pd.DataFrame(columns=COLUMNS)
     out = []
-    for (model, method, budget), g in pairs.groupby(["model", "method", "budget"], sort=False):
+    pairs = pairs.assign(protocol=pairs["protocol"].map(_text), _p=pairs["protocol"].map(_text).factorize()[0])
+    for (model, method, budget, _), g in pairs.groupby(["model", "method", "budget", "_p"], sort=False):
         row = {"model": model, "method": method, "baseline": g["baseline"].iloc[0], "budget": budget,
                "against": g["against"].iloc[0], "seeds": g["seed"].nunique(),
                "tasks": _text(g["tasks"].iloc[0]), "protocol": _text(g["protocol"].iloc[0])}
@@ -124,7 +131,8 @@ def matched_table(pairs: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, seed: 
         out.append(row)
     tab = pd.DataFrame(out)
     tab["_order"] = tab["budget"].map(BUDGET_ORDER)
-    tab = tab.sort_values(["model", "method", "_order"], kind="stable").drop(columns="_order")
+    tab["_p"] = tab["protocol"].factorize()[0]  # the first protocol (the comparison's) first
+    tab = tab.sort_values(["model", "_p", "method", "_order"], kind="stable").drop(columns=["_order", "_p"])
     return tab[COLUMNS].reset_index(drop=True)
 
 
@@ -147,7 +155,7 @@ def matched_markdown(tab: pd.DataFrame) -> str:
              "training FLOPs, method / baseline. A positive Δ against a matched run means the method beat "
              "simply training less. Paired: the 95% paired bootstrap interval of Δ over the items both "
              "runs scored, McNemar's p, and the verdict (docs: Reading the results). Accuracy and test are "
-             "those of the tasks named (the model's first protocol, as in the comparison).", ""]
+             "those of the tasks named, one block of rows per protocol (never averaged across protocols).", ""]
     if tab.empty:
         return "\n".join(lines + ["_no matched runs finished (a method that saved nothing has none)_", ""])
     head = ["model", "method", "against", "budget", "scored on", "steps", "FLOPs", "method acc", "baseline acc",
@@ -166,49 +174,61 @@ def matched_markdown(tab: pd.DataFrame) -> str:
 
 
 def matched_figure(pairs: pd.DataFrame, model: str):
-    """Accuracy against training FLOPs for one model: per method, its baseline at the matched
-    budgets and in full (a dashed line, open markers) and the method (a filled star)."""
+    """Accuracy against training FLOPs for one model, one panel per protocol: per method, its
+    baseline at the matched budgets and in full (a dashed line, open markers) and the method
+    (a filled star)."""
     from matplotlib.lines import Line2D
 
-    fig = new_figure(8, 5.2)
-    ax = fig.subplots()
     p = pairs[pairs["model"].eq(model) & pairs["acc_method"].notna() & pairs["acc_baseline"].notna()] \
         if not pairs.empty else pairs
     if p.empty:
+        fig = new_figure(8, 5.2)
+        ax = fig.subplots()
         ax.text(0.5, 0.5, "no matched runs with an accuracy", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         fig.suptitle(f"{model}: methods against training less")
         return fig
+    proto = p["protocol"].map(_text) if "protocol" in p else pd.Series("", index=p.index)
+    panels = list(dict.fromkeys(proto))
+    fig = new_figure(8 if len(panels) == 1 else 5.5 * len(panels), 5.2)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharex=True))
     handles = []
-    for i, (method, g) in enumerate(p.groupby("method", sort=False)):
-        colour = _COLOURS[i % len(_COLOURS)]
-        base = g.groupby("budget").agg(x=("flops_train_baseline", "mean"), y=("acc_baseline", "mean"),
-                                       se=("acc_baseline_stderr", "mean")).reset_index()
-        base = base.sort_values("x")
-        ax.plot(base["x"], base["y"], ls="--", color=colour, lw=1.3, zorder=2)
-        ax.errorbar(base["x"], base["y"], yerr=base["se"], fmt="o", mfc="white", mec=colour, color=colour,
-                    ms=7, capsize=2.5, elinewidth=1, zorder=3)
-        for _, r in base.iterrows():
-            ax.annotate(_budget_text(r["budget"]), (r["x"], r["y"]), xytext=(5, -11), textcoords="offset points",
-                        fontsize=7, color=colour)
-        mx, my, mse = g["flops_train_method"].mean(), g["acc_method"].mean(), g["acc_method_stderr"].mean()
-        ax.errorbar([mx], [my], yerr=[mse] if np.isfinite(mse) else None, fmt="*", color=colour, ms=13,
-                    mec="white", mew=0.6, capsize=2.5, elinewidth=1, zorder=4)
-        handles.append(Line2D([], [], ls="--", color=colour, marker="o", mfc="white",
-                              label=f"{g['baseline'].iloc[0]}, trained less"))
-        handles.append(Line2D([], [], ls="", color=colour, marker="*", ms=12, label=method))
-    x = pd.concat([p["flops_train_method"], p["flops_train_baseline"]]).to_numpy(dtype=float)
-    x = x[np.isfinite(x) & (x > 0)]
-    if len(x) and x.max() / x.min() > 20:
-        ax.set_xscale("log")
-    ax.margins(x=0.08)  # room for the budget labels
-    ax.set_xlabel("training FLOPs")
-    tasks = sorted({_text(t) for t in p.get("tasks", pd.Series(dtype=str))} - {""})
-    ax.set_ylabel(f"accuracy (%) on {', '.join(tasks)}, ± 1 s.e." if tasks else "accuracy (%), ± 1 s.e.")
-    ax.grid(True, alpha=0.3)
+    for ax, panel in zip(axes, panels):
+        q = p[proto.eq(panel)]
+        for i, (method, g) in enumerate(q.groupby("method", sort=False)):
+            colour = _COLOURS[i % len(_COLOURS)]
+            base = g.groupby("budget").agg(x=("flops_train_baseline", "mean"), y=("acc_baseline", "mean"),
+                                           se=("acc_baseline_stderr", "mean")).reset_index()
+            base = base.sort_values("x")
+            ax.plot(base["x"], base["y"], ls="--", color=colour, lw=1.3, zorder=2)
+            ax.errorbar(base["x"], base["y"], yerr=base["se"], fmt="o", mfc="white", mec=colour, color=colour,
+                        ms=7, capsize=2.5, elinewidth=1, zorder=3)
+            for _, r in base.iterrows():
+                ax.annotate(_budget_text(r["budget"]), (r["x"], r["y"]), xytext=(5, -11),
+                            textcoords="offset points", fontsize=7, color=colour)
+            mx, my, mse = g["flops_train_method"].mean(), g["acc_method"].mean(), g["acc_method_stderr"].mean()
+            ax.errorbar([mx], [my], yerr=[mse] if np.isfinite(mse) else None, fmt="*", color=colour, ms=13,
+                        mec="white", mew=0.6, capsize=2.5, elinewidth=1, zorder=4)
+            if ax is axes[0]:
+                handles.append(Line2D([], [], ls="--", color=colour, marker="o", mfc="white",
+                                      label=f"{g['baseline'].iloc[0]}, trained less"))
+                handles.append(Line2D([], [], ls="", color=colour, marker="*", ms=12, label=method))
+        x = pd.concat([q["flops_train_method"], q["flops_train_baseline"]]).to_numpy(dtype=float)
+        x = x[np.isfinite(x) & (x > 0)]
+        if len(x) and x.max() / x.min() > 20:
+            ax.set_xscale("log")
+        ax.margins(x=0.12)  # room for the budget labels
+        ax.set_xlabel("training FLOPs")
+        tasks = sorted({_text(t) for t in q.get("tasks", pd.Series(dtype=str))} - {""})
+        ax.set_ylabel(f"accuracy (%) on {', '.join(tasks)}, ± 1 s.e." if tasks else "accuracy (%), ± 1 s.e.")
+        ax.grid(True, alpha=0.3)
+        if len(panels) > 1:
+            ax.set_title(f"{panel or 'log-likelihood'}: a star above its line beat training less", fontsize=8,
+                         color="#555555")
+        else:
+            ax.set_title("a star above its line beat training less", fontsize=8, color="#555555")
     fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8)
     fig.suptitle(f"{model}: each method against its baseline trained less", fontsize=11)
-    ax.set_title("a star above its line beat training less", fontsize=8, color="#555555")
     return fig
 
 
@@ -216,9 +236,12 @@ def figure_name(model: str) -> str:
     return f"matched_{model}"
 
 
-def write_matched(points: pd.DataFrame, tables_dir: str | Path, figures_dir: str | Path | None,
-                  models: list[str], *, margin: float = DEFAULT_MARGIN, seed: int = 0) -> dict[str, Path]:
-    """matched.{csv,md} in ``tables_dir`` and matched_<model>.{png,pdf} in ``figures_dir``."""
+def write_matched(points: pd.DataFrame | list[pd.DataFrame], tables_dir: str | Path,
+                  figures_dir: str | Path | None, models: list[str], *, margin: float = DEFAULT_MARGIN,
+                  seed: int = 0) -> dict[str, Path]:
+    """matched.{csv,md} in ``tables_dir`` and matched_<model>.{png,pdf} in ``figures_dir``;
+    ``points``: the run points (:func:`grades.report.compare.run_points`), or one frame per
+    protocol."""
     pairs = matched_pairs(points)
     tab = matched_table(pairs, margin=margin, seed=seed)
     out = Path(tables_dir)
