@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -346,3 +347,27 @@ def test_paired_test_is_that_of_the_protocol_whose_accuracy_the_row_shows(tmp_pa
     per_protocol = [C.run_points(train, evals, protocol=p) for p in C.protocols(evals)]
     assert len(matched_figure(matched_pairs(per_protocol), "m").axes) == 2  # a panel per protocol
     assert paths["matched_m.png"].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_budget_not_trained_is_a_row_with_its_reason(runs_dir, tmp_path):
+    """LoRA+GradES that saved nothing beyond its full run: no matched LoRA run is trained, and
+    the table says so (with the method against LoRA's full run) instead of leaving it out."""
+    write_run(runs_dir, "lora", "LoRA", "lora", "none", 0.62, steps=200, flops=1.5e12)
+    write_run(runs_dir, "lora-grades", "LoRA+GradES", "lora", "grades", 0.61, steps=200, flops=1.49e12)
+    d = runs_dir / "m" / "lora-matched-flops-lora-grades" / "seed0"
+    d.mkdir(parents=True)
+    why = "the FLOPs budget (199 steps) is not below the step budget (200)"
+    (d / "budget.json").write_text(json.dumps({
+        "name": "LoRA@matched-flops(LoRA+GradES)", "method": "LoRA+GradES", "baseline": "LoRA", "budget": "flops",
+        "steps": 199, "planned": False, "reason": why}))
+    paths = C.write_comparison(runs_dir, tmp_path / "t", tmp_path / "f", matched=True)
+    tab = pd.read_csv(paths["matched.csv"])
+    lora = tab[tab["method"].eq("LoRA+GradES")].set_index("budget")
+    assert list(lora.index) == ["flops", "full"]
+    assert lora.loc["flops", "verdict"] == f"not trained: {why}" and np.isnan(lora.loc["flops", "acc_baseline"])
+    assert lora.loc["flops", "steps_baseline"] == 199
+    assert lora.loc["full", "delta"] == pytest.approx(-1.0) and lora.loc["full", "against"] == "LoRA"
+    md = paths["matched.md"].read_text()
+    assert f"| – | not trained: {why} |" in md
+    fp = tab[tab["method"].eq("FP+GradES")]
+    assert len(fp) == 3 and not fp["verdict"].str.startswith("not trained").any()  # planned ones unchanged

@@ -474,11 +474,12 @@ def write_comparison(runs_dir: str | Path, tables_dir: str | Path, figures_dir: 
         models = list(dict.fromkeys(points["model"])) if not points.empty else []
     paths, md = {}, comparison_markdown(tab, base, claims)
     if matched:
-        from .matched import write_matched
+        from .matched import unplanned_budgets, write_matched
 
         o = claims.options
         by_protocol = [run_points(train, evals, select, protocol=p) for p in protocols(evals)] or [points]
-        paths.update(write_matched(by_protocol, out, figures_dir, models, margin=o.margin, seed=o.seed))
+        paths.update(write_matched(by_protocol, out, figures_dir, models, margin=o.margin, seed=o.seed,
+                                   unplanned=unplanned_budgets(runs_dir)))
         md += "\n" + paths["matched.md"].read_text()
     paths.update({
         "comparison.csv": atomic_write_text(out / "comparison.csv", tab.to_csv(index=False, float_format="%.6g")),

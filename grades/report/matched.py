@@ -73,18 +73,62 @@ def paired_test(method_runs: list[str], baseline_runs: list[str], *, tasks: list
             "verdict": row["verdict"]}
 
 
-def matched_pairs(points: pd.DataFrame | list[pd.DataFrame]) -> pd.DataFrame:
+def unplanned_budgets(runs_dir: str | Path) -> list[dict]:
+    """The budget.json files under a profile's runs root whose matched run was not planned
+    (the method saved nothing beyond what another budget already matches), with their
+    model and seed: the table says so rather than leaving the method out."""
+    from ..workflow.matched import read_budget
+
+    out = []
+    for f in sorted(Path(runs_dir).glob("*/*/seed*/budget.json")):
+        b = read_budget(f)
+        if not b.get("planned", True):
+            out.append({**b, "model": f.parts[-4], "seed": int(f.parts[-2].removeprefix("seed"))})
+    return out
+
+
+def _not_trained(by: dict, b: dict, rows: list[dict]) -> list[dict]:
+    """Rows for a budget that was not trained: the method against the baseline's full run (if
+    no matched run added it) and a row naming the budget and why it was not trained."""
+    model, seed, method, baseline = b["model"], b["seed"], b["method"], b["baseline"]
+    m, full = by.get((model, method, seed)), by.get((model, baseline, seed))
+    if m is None:
+        return []
+    out = []
+    if full is not None and not any(x["budget"] == FULL and x["method"] == method and x["model"] == model
+                                    and x["seed"] == seed for x in rows):
+        out.append(_pair(m, full, model, method, baseline, FULL, baseline, seed))
+    row = _pair(m, None, model, method, baseline, b["budget"], b["name"], seed)
+    row.update(steps_baseline=b["steps"], not_trained=b["reason"])
+    return out + [row]
+
+
+def _pair(m, b, model, method, baseline, budget, against, seed) -> dict:
+    nan = math.nan
+    return {"model": model, "method": method, "baseline": baseline, "budget": budget, "against": against,
+            "seed": seed, "tasks": m.get("tasks", ""), "protocol": m.get("protocol", ""),
+            "steps_method": m["steps_run"], "steps_baseline": nan if b is None else b["steps_run"],
+            "flops_train_method": m["flops_train"], "flops_train_baseline": nan if b is None else b["flops_train"],
+            "acc_method": m["acc"], "acc_method_stderr": m["acc_stderr"],
+            "acc_baseline": nan if b is None else b["acc"], "acc_baseline_stderr": nan if b is None else b["acc_stderr"],
+            "delta": nan if b is None else m["acc"] - b["acc"], "run_method": m["run_dir"],
+            "run_baseline": "" if b is None else b["run_dir"], "not_trained": ""}
+
+
+def matched_pairs(points: pd.DataFrame | list[pd.DataFrame], unplanned: list[dict] | None = None) -> pd.DataFrame:
     """One row per model x method x budget x seed (x protocol, given the run points of each
     protocol as a list): the method's run against its baseline's run at that budget
-    (``full``: the baseline's own run; ``steps``, ``flops``: the matched runs)."""
+    (``full``: the baseline's own run; ``steps``, ``flops``: the matched runs).
+    ``unplanned``: budgets whose run was not trained (:func:`unplanned_budgets`): a row each,
+    with the reason."""
     if isinstance(points, list):  # beyond the first protocol, only pairs scored by that protocol
         frames = [f if i == 0 or f.empty else f[f["acc_method"].notna() | f["acc_baseline"].notna()]
-                  for i, f in enumerate(matched_pairs(p) for p in points)]
+                  for i, f in enumerate(matched_pairs(p, unplanned) for p in points)]
         frames = [f for f in frames if not f.empty]
         return pd.concat(frames, ignore_index=True) if frames else matched_pairs(pd.DataFrame())
     if points.empty:
         return pd.DataFrame(columns=["model", "method", "baseline", "budget", "against", "seed", "protocol"])
-    rows = []
+    rows: list[dict] = []
     by = {(r["model"], r["setting"], r["seed"]): r for _, r in points.iterrows()}
     for (model, setting, seed), r in by.items():
         parsed = parse_matched(setting)
@@ -98,13 +142,9 @@ def matched_pairs(points: pd.DataFrame | list[pd.DataFrame]) -> pd.DataFrame:
             if b is None or any(x["budget"] == bud and x["method"] == method and x["model"] == model
                                 and x["seed"] == seed for x in rows):
                 continue
-            rows.append({"model": model, "method": method, "baseline": baseline, "budget": bud, "against": against,
-                         "seed": seed, "tasks": m.get("tasks", ""), "protocol": m.get("protocol", ""),
-                         "steps_method": m["steps_run"], "steps_baseline": b["steps_run"],
-                         "flops_train_method": m["flops_train"], "flops_train_baseline": b["flops_train"],
-                         "acc_method": m["acc"], "acc_method_stderr": m["acc_stderr"], "acc_baseline": b["acc"],
-                         "acc_baseline_stderr": b["acc_stderr"], "delta": m["acc"] - b["acc"],
-                         "run_method": m["run_dir"], "run_baseline": b["run_dir"]})
+            rows.append(_pair(m, b, model, method, baseline, bud, against, seed))
+    for b in unplanned or []:
+        rows += _not_trained(by, b, rows)
     return pd.DataFrame(rows)
 
 
@@ -126,8 +166,14 @@ def matched_table(pairs: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, seed: 
             se = g[c].dropna()
             row[c] = float(np.sqrt((se ** 2).sum()) / len(se)) if len(se) else math.nan
         row["flops_ratio"] = row["flops_train_method"] / row["flops_train_baseline"]
-        row.update(paired_test(list(g["run_method"]), list(g["run_baseline"]),
-                               tasks=[t for t in row["tasks"].split(",") if t] or None, margin=margin, seed=seed))
+        why = _text(g["not_trained"].iloc[0]) if "not_trained" in g else ""
+        if why:  # no run to pair with
+            row.update(delta_ci_low=math.nan, delta_ci_high=math.nan, p_value=math.nan,
+                       verdict=f"not trained: {why}")
+        else:
+            row.update(paired_test(list(g["run_method"]), list(g["run_baseline"]),
+                                   tasks=[t for t in row["tasks"].split(",") if t] or None, margin=margin,
+                                   seed=seed))
         out.append(row)
     tab = pd.DataFrame(out)
     tab["_order"] = tab["budget"].map(BUDGET_ORDER)
@@ -139,6 +185,10 @@ def matched_table(pairs: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, seed: 
 def _text(v) -> str:
     """A tasks / protocol cell of the run points ('' where the run has no evaluation)."""
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _num(v, fmt: str, missing: str = "–") -> str:
+    return missing if v is None or not np.isfinite(v) else fmt.format(v)
 
 
 def _budget_text(budget: str) -> str:
@@ -162,13 +212,15 @@ def matched_markdown(tab: pd.DataFrame) -> str:
             "Δ", "paired"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in tab.iterrows():
-        ci = ("–" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+        ci = (r["verdict"] if math.isnan(r["delta_ci_low"])
+              else f"[{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
               + ("" if math.isnan(r["p_value"]) else f", p = {r['p_value']:.3g}") + f", {r['verdict']}")
         scored = r["tasks"] + (f" ({r['protocol']})" if r["protocol"] else "") if r["tasks"] else "–"
         cells = [r["model"], r["method"], r["against"], _budget_text(r["budget"]), scored,
-                 f"{r['steps_method']:.0f} vs {r['steps_baseline']:.0f}", f"{r['flops_ratio']:.2f}x",
-                 f"{r['acc_method']:.2f} ± {r['acc_method_stderr']:.2f}",
-                 f"{r['acc_baseline']:.2f} ± {r['acc_baseline_stderr']:.2f}", f"{r['delta']:+.2f}", ci]
+                 f"{r['steps_method']:.0f} vs {r['steps_baseline']:.0f}", _num(r["flops_ratio"], "{:.2f}x"),
+                 _num(r["acc_method"], "{:.2f}") + _num(r["acc_method_stderr"], " ± {:.2f}", ""),
+                 _num(r["acc_baseline"], "{:.2f}") + _num(r["acc_baseline_stderr"], " ± {:.2f}", ""),
+                 _num(r["delta"], "{:+.2f}"), ci]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines + [""])
 
@@ -238,11 +290,11 @@ def figure_name(model: str) -> str:
 
 def write_matched(points: pd.DataFrame | list[pd.DataFrame], tables_dir: str | Path,
                   figures_dir: str | Path | None, models: list[str], *, margin: float = DEFAULT_MARGIN,
-                  seed: int = 0) -> dict[str, Path]:
+                  seed: int = 0, unplanned: list[dict] | None = None) -> dict[str, Path]:
     """matched.{csv,md} in ``tables_dir`` and matched_<model>.{png,pdf} in ``figures_dir``;
     ``points``: the run points (:func:`grades.report.compare.run_points`), or one frame per
-    protocol."""
-    pairs = matched_pairs(points)
+    protocol; ``unplanned``: the budgets not trained (:func:`unplanned_budgets`)."""
+    pairs = matched_pairs(points, unplanned)
     tab = matched_table(pairs, margin=margin, seed=seed)
     out = Path(tables_dir)
     paths = {"matched.csv": atomic_write_text(out / "matched.csv", tab.to_csv(index=False, float_format="%.6g")),
