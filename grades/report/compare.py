@@ -124,7 +124,7 @@ def primary_protocol(evals: pd.DataFrame) -> pd.DataFrame:
     different protocols and metrics are not averaged together."""
     if evals.empty or "protocol" not in evals:
         return evals
-    proto = evals["protocol"].fillna("loglikelihood")
+    proto = _protocols(evals)
     first = proto.groupby(evals["model"], sort=False).first()
     return evals[proto.eq(evals["model"].map(first))]
 

@@ -95,12 +95,17 @@ def _not_trained(by: dict, b: dict, rows: list[dict]) -> list[dict]:
     if m is None:
         return []
     out = []
-    if full is not None and not any(x["budget"] == FULL and x["method"] == method and x["model"] == model
-                                    and x["seed"] == seed for x in rows):
+    if full is not None and not _has(rows, model, method, seed, FULL):
         out.append(_pair(m, full, model, method, baseline, FULL, baseline, seed))
     row = _pair(m, None, model, method, baseline, b["budget"], b["name"], seed)
     row.update(steps_baseline=b["steps"], not_trained=b["reason"])
     return out + [row]
+
+
+def _has(rows: list[dict], model: str, method: str, seed: int, budget: str) -> bool:
+    """Whether ``rows`` already pair this method's run with a baseline run at this budget."""
+    return any(x["budget"] == budget and x["method"] == method and x["model"] == model and x["seed"] == seed
+               for x in rows)
 
 
 def _pair(m, b, model, method, baseline, budget, against, seed) -> dict:
@@ -139,8 +144,7 @@ def matched_pairs(points: pd.DataFrame | list[pd.DataFrame], unplanned: list[dic
         if m is None:
             continue
         for against, b, bud in ((setting, r, budget), (baseline, by.get((model, baseline, seed)), FULL)):
-            if b is None or any(x["budget"] == bud and x["method"] == method and x["model"] == model
-                                and x["seed"] == seed for x in rows):
+            if b is None or _has(rows, model, method, seed, bud):
                 continue
             rows.append(_pair(m, b, model, method, baseline, bud, against, seed))
     for b in unplanned or []:
@@ -274,11 +278,8 @@ def matched_figure(pairs: pd.DataFrame, model: str):
         tasks = sorted({_text(t) for t in q.get("tasks", pd.Series(dtype=str))} - {""})
         ax.set_ylabel(f"accuracy (%) on {', '.join(tasks)}, ± 1 s.e." if tasks else "accuracy (%), ± 1 s.e.")
         ax.grid(True, alpha=0.3)
-        if len(panels) > 1:
-            ax.set_title(f"{panel or 'log-likelihood'}: a star above its line beat training less", fontsize=8,
-                         color="#555555")
-        else:
-            ax.set_title("a star above its line beat training less", fontsize=8, color="#555555")
+        which = f"{panel or 'log-likelihood'}: " if len(panels) > 1 else ""
+        ax.set_title(f"{which}a star above its line beat training less", fontsize=8, color="#555555")
     fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8)
     fig.suptitle(f"{model}: each method against its baseline trained less", fontsize=11)
     return fig
